@@ -1,0 +1,1 @@
+"""Cloud drivers. Each driver implements the small interface in `base`."""

@@ -1,0 +1,137 @@
+"""The small interface between the launcher/builder core and a cloud.
+
+The core owns ZooKeeper, quota, retries, host-key scanning and leak cleanup. A driver only
+talks to its cloud. Launches and deletes are state machines whose `advance()` never blocks for
+long: the driver runs slow API calls in its own bounded executor and `advance()` checks on
+them, so one runner thread per provider can drive hundreds of launches at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nodepool_ng.model.quota import Quota
+
+# Metadata keys every nodepool-created cloud resource carries (upstream-compatible).
+META_NODE_ID = "nodepool_node_id"
+META_POOL_NAME = "nodepool_pool_name"
+META_PROVIDER_NAME = "nodepool_provider_name"
+META_BUILD_ID = "nodepool_build_id"
+META_UPLOAD_ID = "nodepool_upload_id"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a driver needs to create one server. Built by the launcher from config."""
+
+    hostname: str  # server name, "np<node id>"
+    node_id: str
+    provider_name: str
+    pool_name: str
+    label_name: str
+    image: str  # cloud image name or id, or the external id of a diskimage upload
+    flavor_name: str | None = None
+    min_ram: int | None = None
+    key_name: str | None = None
+    availability_zone: str | None = None
+    networks: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    auto_floating_ip: bool = True
+    config_drive: bool | None = None
+    boot_from_volume: bool = False
+    volume_size: int | None = None
+    userdata: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # includes META_* keys
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A server as the cloud reports it, with the addresses nodepool hands to Zuul."""
+
+    external_id: str
+    name: str
+    status: str  # driver-neutral: "building", "ready", "error", "deleting"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    interface_ip: str | None = None
+    public_ipv4: str | None = None
+    private_ipv4: str | None = None
+    public_ipv6: str | None = None
+    host_id: str | None = None
+    cloud: str | None = None
+    region: str | None = None
+    az: str | None = None
+    fault: str | None = None  # the cloud's fault message when status is "error"
+    resources: Quota | None = None  # flavor-derived cost, when known
+
+    @property
+    def node_id(self) -> str | None:
+        return self.metadata.get(META_NODE_ID)
+
+    @property
+    def provider_name(self) -> str | None:
+        return self.metadata.get(META_PROVIDER_NAME)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A cloud resource other than a server that cleanup may need to delete."""
+
+    kind: str  # "floatingip", "port", "image"
+    external_id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    status: str | None = None
+
+
+class StateMachine(Protocol):
+    """One launch or delete. `advance()` returns quickly; call it until `complete`.
+
+    A create machine's `advance()` returns the Instance once it is ACTIVE with its addresses
+    (and None before). It raises QuotaExceeded when the cloud refuses for quota, LaunchError
+    (or LaunchTimeout) on failure; the core then deletes what was made and may retry.
+    `external_id` is set as soon as the cloud has assigned one, so a failed launch can be
+    cleaned up and a crashed launcher's leftovers can be found.
+    """
+
+    complete: bool
+    external_id: str | None
+
+    def advance(self) -> Instance | None: ...
+
+
+class ProviderAdapter(Protocol):
+    """A cloud endpoint for one provider. Long-lived; survives config reloads when unchanged."""
+
+    def get_create_state_machine(
+        self, spec: LaunchSpec, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+    ) -> StateMachine: ...
+
+    def get_delete_state_machine(
+        self, external_id: str, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+    ) -> StateMachine: ...
+
+    def list_instances(self) -> Iterable[Instance]:
+        """Every server in the cloud (managed or not), for quota and leak cleanup."""
+        ...
+
+    def get_quota_limits(self) -> Quota:
+        """The cloud's own limits (instances, cores, ram); unlimited where it has none."""
+        ...
+
+    def get_quota_for_label(self, spec: LaunchSpec) -> Quota:
+        """What one server of this spec costs (instances=1, the flavor's cores and ram)."""
+        ...
+
+    def list_resources(self) -> Iterable[Resource]:
+        """Floating IPs, ports and images, with their metadata, for leak cleanup."""
+        ...
+
+    def delete_resource(self, resource: Resource) -> None: ...
+
+    def get_console_log(self, external_id: str) -> str: ...
+
+    def stop(self) -> None:
+        """Shut down executors; called when the provider is removed or the daemon stops."""
+        ...

@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: real ZooKeeper (one server per process, one chroot per test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.fixtures.zookeeper import ZooKeeperChroot, ZooKeeperServer
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def zk_chroot(zk_server: ZooKeeperServer) -> Iterator[ZooKeeperChroot]:
+    """A fresh chroot on the real ZooKeeper server; removed after the test."""
+    chroot = ZooKeeperChroot.create(zk_server)
+    try:
+        yield chroot
+    finally:
+        chroot.destroy(zk_server)
+
+
+@pytest.fixture
+def kazoo_client(zk_chroot: ZooKeeperChroot) -> Iterator[KazooClient]:
+    """A plain kazoo client inside the test's chroot (plays Zuul or an inspector)."""
+    client = KazooClient(hosts=zk_chroot.hosts)
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
