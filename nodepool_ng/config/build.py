@@ -1,0 +1,147 @@
+"""Build the frozen models from a raw config that passed the schema and the semantic checks.
+
+YAML keys map to dataclass fields by replacing `-` with `_`; absent keys take the dataclass
+default, so every default lives in exactly one place (models.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from nodepool_ng.config import inherit
+from nodepool_ng.config.models import (
+    CloudImageConfig,
+    Config,
+    DiskImageConfig,
+    LabelConfig,
+    PoolConfig,
+    PoolLabelConfig,
+    ProviderConfig,
+    ProviderDiskImageConfig,
+    TenantResourceLimitConfig,
+    WebappConfig,
+    ZooKeeperServerConfig,
+    ZooKeeperTLSConfig,
+    default_connection_port,
+)
+
+T = TypeVar("T")
+Raw = Mapping[str, Any]
+
+# Keys accepted for compatibility but not kept.
+_IGNORED = frozenset({"nodepool-id"})
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _freeze(item) for key, item in value.items()}
+    return value
+
+
+def _make(cls: type[T], raw: Raw, **overrides: Any) -> T:
+    """cls(**raw keys in snake_case), with `overrides` replacing or adding fields."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _IGNORED:
+            continue
+        name = key.replace("-", "_")
+        if name not in names:
+            # The schema and the models disagree: a programming error, not a user error.
+            raise AssertionError(f"{cls.__name__} has no field for config key {key!r}")
+        kwargs[name] = _freeze(value)
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def _connection_port(raw: Raw) -> dict[str, int]:
+    if "connection-port" in raw:
+        return {}
+    return {"connection_port": default_connection_port(raw.get("connection-type", "ssh"))}
+
+
+def build_diskimages(
+    raw_images: list[Raw], secure_env: Mapping[str, Raw]
+) -> dict[str, DiskImageConfig]:
+    by_name: dict[str, Raw] = {}
+    for image in raw_images:
+        by_name.setdefault(image["name"], image)
+    out: dict[str, DiskImageConfig] = {}
+    for name, image in by_name.items():
+        if image.get("abstract"):
+            continue
+        merged = inherit.merge(name, by_name)
+        env = {**merged.get("env-vars", {}), **secure_env.get(name, {})}
+        merged["env-vars"] = env
+        if "release" in merged:
+            # DIB_RELEASE is an environment variable; YAML may have read `21` as an int.
+            merged["release"] = str(merged["release"])
+        out[name] = _make(DiskImageConfig, merged)
+    return out
+
+
+def build_pool(raw: Raw) -> PoolConfig:
+    labels = tuple(_make(PoolLabelConfig, label) for label in raw.get("labels") or [])
+    return _make(PoolConfig, raw, labels=labels)
+
+
+def build_provider(raw: Raw) -> ProviderConfig:
+    pools = tuple(build_pool(pool) for pool in raw.get("pools") or [])
+    diskimages = tuple(
+        _make(ProviderDiskImageConfig, image, **_connection_port(image))
+        for image in raw.get("diskimages") or []
+    )
+    cloud_images = tuple(
+        _make(CloudImageConfig, image, **_connection_port(image))
+        for image in raw.get("cloud-images") or []
+    )
+    extra: dict[str, Any] = {}
+    if "rate" in raw:
+        extra["rate"] = float(raw["rate"])
+    return _make(
+        ProviderConfig,
+        raw,
+        pools=pools,
+        diskimages=diskimages,
+        cloud_images=cloud_images,
+        **extra,
+    )
+
+
+def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> Config:
+    """`secure_env`: diskimage name -> env-vars from the secure file (merged last)."""
+    labels = {label["name"]: _make(LabelConfig, label) for label in raw.get("labels") or []}
+    providers = {p["name"]: build_provider(p) for p in raw.get("providers") or []}
+    tenants = {
+        t["tenant-name"]: TenantResourceLimitConfig(
+            tenant_name=t["tenant-name"],
+            limits={k: val for k, val in t.items() if k != "tenant-name"},
+        )
+        for t in raw.get("tenant-resource-limits") or []
+    }
+    tls = raw.get("zookeeper-tls")
+    max_hold_age = raw.get("max-hold-age")
+    top: dict[str, Any] = {}
+    for key in ("elements-dir", "images-dir", "build-log-dir", "build-log-retention"):
+        if key in raw:
+            top[key.replace("-", "_")] = raw[key]
+    if "zookeeper-timeout" in raw:
+        top["zookeeper_timeout"] = float(raw["zookeeper-timeout"])
+    return Config(
+        labels=labels,
+        providers=providers,
+        diskimages=build_diskimages(raw.get("diskimages") or [], secure_env),
+        zookeeper_servers=tuple(
+            _make(ZooKeeperServerConfig, s) for s in raw.get("zookeeper-servers") or []
+        ),
+        zookeeper_tls=_make(ZooKeeperTLSConfig, tls) if tls else None,
+        webapp=_make(WebappConfig, raw.get("webapp") or {}),
+        # Upstream treats absent, 0 and negative alike: held nodes never expire.
+        max_hold_age=max_hold_age if max_hold_age and max_hold_age > 0 else None,
+        tenant_resource_limits=tenants,
+        **top,
+    )

@@ -1,0 +1,203 @@
+"""Semantic checks across the schema-valid config: names, references, inheritance.
+
+Every problem is reported as (path, message) with the exact YAML path of the offending key,
+e.g. `providers[0].pools[1].labels[2].diskimage: unknown diskimage 'base'`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nodepool_ng.config import inherit
+
+Errors = list[tuple[str, str]]
+Raw = Mapping[str, Any]
+
+# Nova limits on image metadata used as server properties: 5 keys, 255 characters each.
+META_MAX_ITEMS = 5
+META_MAX_LEN = 255
+
+
+def _duplicates(items: Iterable[Raw], path: str, what: str, key: str = "name") -> Errors:
+    errors: Errors = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        name = item[key]
+        if name in seen:
+            errors.append((f"{path}[{i}].{key}", f"duplicate {what} {name!r}"))
+        seen.add(name)
+    return errors
+
+
+def _first_by_name(items: Iterable[Raw]) -> dict[str, Raw]:
+    out: dict[str, Raw] = {}
+    for item in items:
+        out.setdefault(item["name"], item)
+    return out
+
+
+def check_diskimages(raw: Raw) -> Errors:
+    images = raw.get("diskimages") or []
+    errors = _duplicates(images, "diskimages", "diskimage")
+    by_name = _first_by_name(images)
+    broken = False
+    for i, image in enumerate(images):
+        parent = image.get("parent")
+        if parent is None:
+            continue
+        if parent not in by_name:
+            errors.append((f"diskimages[{i}].parent", f"unknown diskimage {parent!r}"))
+            broken = True
+        elif (loop := inherit.cycle_of(image["name"], by_name)) is not None:
+            errors.append((f"diskimages[{i}].parent", "inheritance cycle: " + " -> ".join(loop)))
+            broken = True
+    if broken:
+        return errors
+    for i, image in enumerate(images):
+        if image.get("abstract") or by_name[image["name"]] is not image:
+            continue
+        if not inherit.merge(image["name"], by_name).get("elements"):
+            errors.append(
+                (
+                    f"diskimages[{i}].elements",
+                    f"diskimage {image['name']!r} has no elements (own or inherited)",
+                )
+            )
+    return errors
+
+
+def _buildable_diskimages(raw: Raw) -> dict[str, bool]:
+    """name -> abstract?"""
+    return {
+        image["name"]: bool(image.get("abstract"))
+        for image in reversed(raw.get("diskimages") or [])
+    }
+
+
+def _diskimage_ref_error(name: str, diskimages: Mapping[str, bool]) -> str | None:
+    if name not in diskimages:
+        return f"unknown diskimage {name!r}"
+    if diskimages[name]:
+        return f"diskimage {name!r} is abstract and cannot be used directly"
+    return None
+
+
+def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
+    path = f"providers[{index}]"
+    diskimages = _buildable_diskimages(raw)
+    labels = {label["name"] for label in raw.get("labels") or []}
+    errors: Errors = []
+
+    provider_images = provider.get("diskimages") or []
+    errors += _duplicates(provider_images, f"{path}.diskimages", "diskimage")
+    for j, image in enumerate(provider_images):
+        if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
+            errors.append((f"{path}.diskimages[{j}].name", msg))
+        meta = image.get("meta") or {}
+        if len(meta) > META_MAX_ITEMS or any(
+            len(k) > META_MAX_LEN or len(val) > META_MAX_LEN for k, val in meta.items()
+        ):
+            errors.append(
+                (
+                    f"{path}.diskimages[{j}].meta",
+                    f"at most {META_MAX_ITEMS} items of at most {META_MAX_LEN} characters",
+                )
+            )
+
+    cloud_images = provider.get("cloud-images") or []
+    errors += _duplicates(cloud_images, f"{path}.cloud-images", "cloud-image")
+    for j, image in enumerate(cloud_images):
+        if "image-id" in image and "image-name" in image:
+            errors.append(
+                (
+                    f"{path}.cloud-images[{j}].image-name",
+                    "image-id and image-name are mutually exclusive",
+                )
+            )
+
+    provider_image_names = {image["name"] for image in provider_images}
+    cloud_image_names = {image["name"] for image in cloud_images}
+    pools = provider.get("pools") or []
+    errors += _duplicates(pools, f"{path}.pools", "pool")
+    for j, pool in enumerate(pools):
+        pool_labels = pool.get("labels") or []
+        errors += _duplicates(pool_labels, f"{path}.pools[{j}].labels", "label")
+        for k, label in enumerate(pool_labels):
+            errors += _check_pool_label(
+                f"{path}.pools[{j}].labels[{k}]",
+                label,
+                labels,
+                diskimages,
+                provider_image_names,
+                cloud_image_names,
+                path,
+            )
+    return errors
+
+
+def _check_pool_label(
+    path: str,
+    label: Raw,
+    labels: set[str],
+    diskimages: Mapping[str, bool],
+    provider_images: set[str],
+    cloud_images: set[str],
+    provider_path: str,
+) -> Errors:
+    errors: Errors = []
+    if label["name"] not in labels:
+        errors.append((f"{path}.name", f"unknown label {label['name']!r} (not in labels)"))
+    has_diskimage, has_cloud_image = "diskimage" in label, "cloud-image" in label
+    if has_diskimage and has_cloud_image:
+        errors.append((f"{path}.cloud-image", "diskimage and cloud-image are mutually exclusive"))
+    elif not has_diskimage and not has_cloud_image:
+        errors.append(
+            (f"{path}.diskimage", "required key not provided (one of diskimage or cloud-image)")
+        )
+    if "min-ram" not in label and "flavor-name" not in label:
+        errors.append((f"{path}.flavor-name", "required key not provided (flavor-name or min-ram)"))
+    if has_diskimage:
+        name = label["diskimage"]
+        if (msg := _diskimage_ref_error(name, diskimages)) is not None:
+            errors.append((f"{path}.diskimage", msg))
+        elif name not in provider_images:
+            errors.append(
+                (f"{path}.diskimage", f"diskimage {name!r} is not in {provider_path}.diskimages")
+            )
+    if has_cloud_image and label["cloud-image"] not in cloud_images:
+        errors.append(
+            (
+                f"{path}.cloud-image",
+                f"unknown cloud-image {label['cloud-image']!r} "
+                f"(not in {provider_path}.cloud-images)",
+            )
+        )
+    return errors
+
+
+def check_config(raw: Raw) -> Errors:
+    """All semantic errors of a schema-valid main config."""
+    errors: Errors = []
+    errors += _duplicates(raw.get("labels") or [], "labels", "label")
+    errors += _duplicates(raw.get("providers") or [], "providers", "provider")
+    errors += _duplicates(
+        raw.get("tenant-resource-limits") or [],
+        "tenant-resource-limits",
+        "tenant",
+        key="tenant-name",
+    )
+    errors += check_diskimages(raw)
+    for i, provider in enumerate(raw.get("providers") or []):
+        errors += check_provider(i, provider, raw)
+    return errors
+
+
+def check_secure_diskimages(secure: Raw, raw: Raw, suffix: str) -> Errors:
+    """Secure-file diskimages must name a buildable top-level diskimage."""
+    diskimages = _buildable_diskimages(raw)
+    errors: Errors = []
+    for i, image in enumerate(secure.get("diskimages") or []):
+        if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
+            errors.append((f"diskimages[{i}].name", msg + suffix))
+    return errors

@@ -1,0 +1,289 @@
+"""The voluptuous schemas of `nodepool.yaml` and the secure file (upstream key spelling).
+
+Unknown keys are rejected everywhere (upstream lets many through). Cross-references
+(labels, diskimages, cloud-images) are checked afterwards in `checks.py`, where the error can
+name the exact path of the bad reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import voluptuous as v
+
+from nodepool_ng.errors import ConfigError
+
+SUPPORTED_DRIVERS = ("openstack",)
+
+
+def _int(value: Any) -> int:
+    # voluptuous' plain `int` accepts True/False; a bool where a number belongs is a typo.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise v.Invalid("expected int")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise v.Invalid("expected a number")
+    return float(value)
+
+
+def _positive_number(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise v.Invalid("must be greater than 0")
+    return number
+
+
+def _str_or_int(value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise v.Invalid("expected str or int")
+    return value
+
+
+Scalar = v.Any(str, _int, _number, bool, msg="expected a scalar (str, number or bool)")
+StrDict = v.Schema({str: str})
+Strs = [str]
+
+# --- top level ---------------------------------------------------------------------------
+
+LABEL = {
+    v.Required("name"): str,
+    "min-ready": _int,
+    "max-ready-age": _int,
+}
+
+DISKIMAGE = {
+    v.Required("name"): str,
+    "abstract": bool,
+    "parent": str,
+    "elements": Strs,
+    "release": _str_or_int,
+    "env-vars": StrDict,
+    "formats": Strs,
+    "keep-formats": Strs,
+    "delete-after-upload": bool,
+    "rebuild-age": _int,
+    "build-timeout": _int,
+    "dib-cmd": str,
+    "pause": bool,
+    "username": str,
+    "python-path": str,
+    "shell-type": str,
+    "metadata": {str: Scalar},
+}
+
+ZOOKEEPER_SERVER = {
+    v.Required("host"): str,
+    "port": _int,
+    "chroot": str,
+}
+
+ZOOKEEPER_TLS = {
+    v.Required("cert"): str,
+    v.Required("key"): str,
+    v.Required("ca"): str,
+}
+
+TENANT_RESOURCE_LIMIT = {
+    v.Required("tenant-name"): str,
+    "max-cores": _int,
+    "max-ram": _int,
+    "max-servers": _int,
+    "max-volumes": _int,
+    "max-volume-gb": _int,
+    str: _int,
+}
+
+TOP_LEVEL = v.Schema(
+    {
+        "webapp": {"port": _int, "listen_address": str},
+        "elements-dir": str,
+        "images-dir": str,
+        "build-log-dir": str,
+        "build-log-retention": _int,
+        "zookeeper-servers": [ZOOKEEPER_SERVER],
+        "zookeeper-tls": ZOOKEEPER_TLS,
+        "zookeeper-timeout": _number,
+        "labels": [LABEL],
+        "diskimages": [DISKIMAGE],
+        # Each provider is checked by its driver's schema (see `provider_schema`).
+        "providers": [dict],
+        "max-hold-age": _int,
+        "tenant-resource-limits": [TENANT_RESOURCE_LIMIT],
+    }
+)
+
+# The secure file may only carry secrets; anything else there is a mistake.
+SECURE = v.Schema(
+    {
+        "zookeeper-servers": [ZOOKEEPER_SERVER],
+        "zookeeper-tls": ZOOKEEPER_TLS,
+        "diskimages": [{v.Required("name"): str, v.Required("env-vars"): StrDict}],
+    }
+)
+
+# --- openstack provider --------------------------------------------------------------------
+
+COMMON_PROVIDER = {
+    v.Required("name"): str,
+    "driver": str,
+    "max-concurrency": _int,
+    "priority": _int,
+}
+
+COMMON_POOL = {
+    v.Required("name"): str,
+    "max-servers": _int,
+    "node-attributes": dict,
+    "priority": _int,
+}
+
+OPENSTACK_POOL_LABEL = {
+    v.Required("name"): str,
+    # Exactly one of diskimage / cloud-image and at least one of min-ram / flavor-name are
+    # checked in checks.py so the error names the missing key.
+    "diskimage": str,
+    "cloud-image": str,
+    "min-ram": _int,
+    "flavor-name": str,
+    "key-name": str,
+    "console-log": bool,
+    "boot-from-volume": bool,
+    "volume-size": _int,
+    "instance-properties": StrDict,
+    "dynamic-instance-properties": StrDict,
+    "userdata": str,
+    "networks": Strs,
+    "host-key-checking": bool,
+}
+
+OPENSTACK_POOL = {
+    **COMMON_POOL,
+    "networks": Strs,
+    "auto-floating-ip": bool,
+    "host-key-checking": bool,
+    "ignore-provider-quota": bool,
+    "max-cores": _int,
+    "max-ram": _int,
+    "max-volumes": _int,
+    "max-volume-gb": _int,
+    "labels": [OPENSTACK_POOL_LABEL],
+    "availability-zones": Strs,
+    "security-groups": Strs,
+}
+
+OPENSTACK_PROVIDER_DISKIMAGE = {
+    v.Required("name"): str,
+    "pause": bool,
+    "meta": StrDict,
+    "config-drive": bool,
+    "connection-type": str,
+    "connection-port": _int,
+}
+
+OPENSTACK_CLOUD_IMAGE = {
+    v.Required("name"): str,
+    "config-drive": bool,
+    "connection-type": str,
+    "connection-port": _int,
+    "image-id": str,
+    "image-name": str,
+    "username": str,
+    "python-path": str,
+    "shell-type": str,
+}
+
+OPENSTACK_PROVIDER = v.Schema(
+    {
+        **COMMON_PROVIDER,
+        v.Required("cloud"): str,
+        "region-name": str,
+        "boot-timeout": _int,
+        "launch-timeout": _int,
+        "launch-retries": _int,
+        "image-upload-timeout": _int,
+        "nodepool-id": str,  # legacy, accepted and ignored
+        "rate": _positive_number,
+        "image-name-format": str,
+        "clean-floating-ips": bool,
+        "port-cleanup-interval": _int,
+        "post-upload-hook": str,
+        "pools": [OPENSTACK_POOL],
+        "diskimages": [OPENSTACK_PROVIDER_DISKIMAGE],
+        "cloud-images": [OPENSTACK_CLOUD_IMAGE],
+    }
+)
+
+PROVIDER_SCHEMAS: dict[str, v.Schema] = {"openstack": OPENSTACK_PROVIDER}
+
+
+# --- turning voluptuous errors into ConfigError paths ---------------------------------------
+
+
+def format_path(path: list[Any] | tuple[Any, ...]) -> str:
+    """["providers", 1, "pools", 0, "name"] -> "providers[1].pools[0].name"."""
+    out = ""
+    for element in path:
+        if isinstance(element, int) and not isinstance(element, bool):
+            out += f"[{element}]"
+        else:
+            key = str(element.schema) if isinstance(element, v.Marker) else str(element)
+            out += f".{key}" if out else key
+    return out
+
+
+def invalid_messages(
+    error: v.Invalid, prefix: tuple[Any, ...] = (), suffix: str = ""
+) -> list[tuple[str, str]]:
+    """(path, message) for every error inside a voluptuous Invalid/MultipleInvalid."""
+    errors = error.errors if isinstance(error, v.MultipleInvalid) else [error]
+    out = []
+    for err in errors:
+        message = err.msg
+        if message == "extra keys not allowed":
+            message = "unknown key"
+        elif message in ("expected a dictionary", "expected dict"):
+            message = "expected a mapping"
+        out.append((format_path([*prefix, *err.path]), message + suffix))
+    return out
+
+
+def check(
+    schema: Callable[[Any], Any], data: Any, prefix: tuple[Any, ...] = (), suffix: str = ""
+) -> list[tuple[str, str]]:
+    """Validate; return [(path, message)] (empty when valid)."""
+    try:
+        schema(data)
+    except v.Invalid as exc:
+        return invalid_messages(exc, prefix, suffix)
+    return []
+
+
+def provider_errors(index: int, provider: dict[str, Any]) -> list[tuple[str, str]]:
+    """Check one provider with its driver's schema. Unknown drivers are an error."""
+    driver = provider.get("driver", "openstack")
+    schema = PROVIDER_SCHEMAS.get(driver) if isinstance(driver, str) else None
+    if schema is None:
+        supported = ", ".join(SUPPORTED_DRIVERS)
+        return [
+            (f"providers[{index}].driver", f"unknown driver {driver!r} (supported: {supported})")
+        ]
+    return check(schema, provider, ("providers", index))
+
+
+def raise_errors(errors: list[tuple[str, str]]) -> None:
+    """Raise one ConfigError for the first error, carrying all of them in `errors`."""
+    if errors:
+        path, message = errors[0]
+        raise ConfigErrors(message, path, [f"{p}: {m}" if p else m for p, m in errors])
+
+
+class ConfigErrors(ConfigError):
+    """A ConfigError that also lists every problem found (`errors`), first one in the message."""
+
+    def __init__(self, message: str, path: str | None = None, errors: list[str] | None = None):
+        super().__init__(message, path)
+        self.errors: list[str] = errors if errors else [str(self)]
