@@ -9,7 +9,7 @@ them, so one runner thread per provider can drive hundreds of launches at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -134,4 +134,38 @@ class ProviderAdapter(Protocol):
 
     def stop(self) -> None:
         """Shut down executors; called when the provider is removed or the daemon stops."""
+        ...
+
+
+class QuotaReportingAdapter(ProviderAdapter, Protocol):
+    """An adapter that can tell what servers it does not manage use (OpenStack)."""
+
+    def get_unmanaged_quota_used(self, known_node_ids: Container[str] | None = None) -> Quota:
+        """Usage of other owners' servers, and of ours whose node id is not in
+        `known_node_ids` (leaked) when that is given."""
+        ...
+
+    def get_available_quota(self, known_node_ids: Container[str] | None = None) -> Quota:
+        """get_quota_limits() minus get_unmanaged_quota_used() (unlimited stays unlimited)."""
+        ...
+
+
+class ImageAdapter(Protocol):
+    """Image upload side of a cloud, used by the builder."""
+
+    @property
+    def image_format(self) -> str:
+        """The disk format the cloud wants (openstacksdk cloud config `image_format`)."""
+        ...
+
+    def upload_image(self, name: str, filename: str, disk_format: str | None,
+                     metadata: Mapping[str, str], timeout: float) -> str:
+        """Upload and wait until usable; returns the external id. One attempt: raises
+        TemporaryCloudError (worth retrying) or PermanentCloudError."""
+        ...
+
+    def delete_image(self, external_id: str) -> None: ...
+
+    def list_images(self) -> Iterable[Resource]:
+        """Images with their properties (nodepool_build_id, ...) as metadata."""
         ...
