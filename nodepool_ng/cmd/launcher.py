@@ -1,0 +1,140 @@
+"""`nodepool-launcher -c FILE [-s SECURE] [-f] [-p PIDFILE] [-l LOGCONFIG] [--no-webapp]`.
+
+`-f` runs in the foreground; otherwise the process daemonizes (double fork, pidfile).
+SIGTERM/SIGINT stop cleanly; SIGUSR2 dumps every thread's stack to the log. openstacksdk
+finds clouds.yaml as usual (e.g. env OS_CLIENT_CONFIG_FILE), or pass `--clouds-yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nodepool_ng.errors import NodepoolError
+from nodepool_ng.runtime.signals import install_signal_handlers
+
+if TYPE_CHECKING:
+    from nodepool_ng.launcher.service import Launcher
+    from nodepool_ng.webapp import WebApp
+
+log = logging.getLogger("nodepool_ng.cmd.launcher")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nodepool-launcher", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-c", dest="config", default="/etc/nodepool/nodepool.yaml", help="path to nodepool.yaml"
+    )
+    parser.add_argument("-s", dest="secure", default=None, help="path to the secure file")
+    parser.add_argument("-f", dest="foreground", action="store_true", help="run in foreground")
+    parser.add_argument("-d", dest="debug", action="store_true", help="debug logging")
+    parser.add_argument("-p", dest="pidfile", default=None, help="pidfile path")
+    parser.add_argument("-l", dest="logconfig", default=None, help="logging config file")
+    parser.add_argument("--no-webapp", action="store_true", help="do not start the webapp")
+    parser.add_argument("--clouds-yaml", default=None, help="explicit clouds.yaml path")
+    return parser.parse_args(argv)
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    if args.logconfig:
+        if args.logconfig.endswith((".yaml", ".yml")):
+            import yaml
+
+            with open(args.logconfig) as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kazoo", "openstack", "keystoneauth", "urllib3", "paramiko", "stevedore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def daemonize(pidfile: str | None) -> None:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def write_pidfile(pidfile: str | None) -> None:
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from nodepool_ng.launcher.service import Launcher, LauncherOptions
+
+    try:
+        options = LauncherOptions(clouds_yaml=args.clouds_yaml)
+        launcher = Launcher(args.config, args.secure, options)
+    except NodepoolError as e:
+        print(f"nodepool-launcher: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"nodepool-launcher: {e}", file=sys.stderr)
+        return 1
+    if not args.foreground:
+        daemonize(args.pidfile)
+    write_pidfile(args.pidfile)
+    setup_logging(args)
+    install_signal_handlers(launcher.stop)
+    try:
+        launcher.start()
+    except NodepoolError as e:
+        log.error("Could not start: %s", e)
+        print(f"nodepool-launcher: {e}", file=sys.stderr)
+        return 1
+    webapp = None
+    if not args.no_webapp:
+        webapp = _start_webapp(launcher)
+    try:
+        while not launcher.wait(1.0):
+            pass
+    finally:
+        if webapp is not None:
+            try:
+                webapp.stop()
+            except Exception:
+                log.exception("webapp stop failed")
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass
+    return 0
+
+
+def _start_webapp(launcher: Launcher) -> WebApp | None:
+    """The status web app (webapp.port from the config); failures only logged."""
+    from nodepool_ng.webapp import WebApp
+
+    try:
+        cfg = launcher.config.webapp
+        app = WebApp(
+            launcher.zk_client, lambda: launcher.config, host=cfg.listen_address, port=cfg.port
+        )
+        app.start()
+        return app
+    except Exception as e:
+        log.warning("webapp did not start: %s", e)
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

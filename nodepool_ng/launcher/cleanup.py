@@ -1,0 +1,179 @@
+"""`CleanupWorker`: the slow reconciliation passes (spec §7), each isolated from the others.
+
+* lost requests: `pending` but unlocked (its launcher died) -> nodes deallocated (`init`
+  ones deleted), `nodes=[]`, back to `requested`, so a live pool serves it;
+* max-ready-age: READY unallocated nodes older than their label's limit -> `deleting`;
+* stale `init` nodes nobody locked (a launcher died between create and lock) -> `deleting`;
+* leaked servers: ours by metadata but without a node record, seen in two passes -> deleted;
+* old request lock dirs (8 h, upstream's LOCK_CLEANUP).
+
+Woken at `interval` and when a pool component disappears (a launcher died).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from nodepool_ng.config.models import Config
+from nodepool_ng.launcher.runner import ProviderRunner
+from nodepool_ng.launcher.stats import LauncherStats
+from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.log import get_logger
+from nodepool_ng.model.node import NodeState
+from nodepool_ng.model.request import RequestState
+from nodepool_ng.runtime.loop import Worker
+
+STALE_INIT_AGE = 60.0
+
+log = get_logger("nodepool_ng.launcher.cleanup")
+
+
+class CleanupWorker(Worker):
+    def __init__(
+        self,
+        zk: LauncherZK,
+        config: Callable[[], Config],
+        runners: Callable[[], dict[str, ProviderRunner]],
+        active_requests: Callable[[], set[str]],
+        stats: LauncherStats | None = None,
+        interval: float = 60.0,
+        paused: Callable[[], bool] | None = None,
+        cleanup_lock_dirs: Callable[[], object] | None = None,
+    ) -> None:
+        super().__init__("CleanupWorker", interval=interval, paused=paused)
+        self.zk = zk
+        self._config = config
+        self._runners = runners
+        self._active_requests = active_requests
+        self.stats = stats or LauncherStats()
+        self._cleanup_lock_dirs = cleanup_lock_dirs
+        self._leak_candidates: dict[str, set[str]] = {}  # provider -> external ids seen once
+
+    def run_once(self) -> float | None:
+        for task in (
+            self.reset_lost_requests,
+            self.expire_ready_nodes,
+            self.delete_stale_init_nodes,
+            self.delete_leaked_instances,
+        ):
+            if self.stopped:
+                break
+            try:
+                task()
+            except Exception:
+                log.exception("Cleanup task %s failed", task.__name__)
+        if self._cleanup_lock_dirs is not None:
+            try:
+                self._cleanup_lock_dirs()
+            except Exception as e:
+                log.warning("Request lock dir cleanup failed: %s", e)
+        return None
+
+    # -- lost requests ---------------------------------------------------------------------
+    def reset_lost_requests(self) -> None:
+        mine = self._active_requests()
+        for cached in self.zk.requests():
+            rid = cached.id or ""
+            if cached.state is not RequestState.PENDING or rid in mine:
+                continue
+            if self.zk.request_locked(rid):
+                continue
+            req = self.zk.lock_fresh_request(rid)
+            if req is None:
+                continue
+            try:
+                if req.state is not RequestState.PENDING:
+                    continue
+                for node in self.zk.nodes():
+                    if node.allocated_to != rid or not node.id:
+                        continue
+                    fresh = self.zk.lock_fresh_node(node.id)
+                    if fresh is None:
+                        continue
+                    try:
+                        if fresh.allocated_to == rid:
+                            fresh.allocated_to = None
+                            if fresh.state is NodeState.INIT:
+                                fresh.state = NodeState.DELETING
+                            self.zk.store_node(fresh)
+                    finally:
+                        self.zk.unlock_node(fresh)
+                req.nodes = []
+                req.state = RequestState.REQUESTED
+                self.zk.store_request(req)
+                log.info("Reset lost request %s", rid)
+            finally:
+                self.zk.unlock_request(req)
+
+    # -- node expiry -----------------------------------------------------------------------
+    def _mark_deleting(
+        self, node_id: str, still: Callable[[NodeState | None, str | None], bool], why: str
+    ) -> None:
+        node = self.zk.lock_fresh_node(node_id)
+        if node is None:
+            return
+        try:
+            if still(node.state, node.allocated_to):
+                node.state = NodeState.DELETING
+                self.zk.store_node(node)
+                log.info("Node %s: %s", node_id, why)
+        finally:
+            self.zk.unlock_node(node)
+
+    def expire_ready_nodes(self) -> None:
+        config = self._config()
+        now = time.time()
+        ours = set(self._runners())
+        for node in self.zk.nodes():
+            label = config.labels.get(node.label or "")
+            if (
+                label is None
+                or not label.max_ready_age
+                or node.provider not in ours
+                or node.state is not NodeState.READY
+                or node.allocated_to
+                or self.zk.node_locked(node)
+                or now - (node.state_time or now) <= label.max_ready_age
+            ):
+                continue
+            self._mark_deleting(
+                node.id or "",
+                lambda state, alloc: state is NodeState.READY and not alloc,
+                f"older than max-ready-age {label.max_ready_age}s",
+            )
+
+    def delete_stale_init_nodes(self) -> None:
+        now = time.time()
+        ours = set(self._runners())
+        for node in self.zk.nodes():
+            if (
+                node.state is NodeState.INIT
+                and node.provider in ours
+                and not self.zk.node_locked(node)
+                and now - (node.state_time or now) > STALE_INIT_AGE
+            ):
+                self._mark_deleting(
+                    node.id or "",
+                    lambda state, alloc: state is NodeState.INIT,
+                    "unlocked in init state (its launcher died)",
+                )
+
+    # -- leaks -----------------------------------------------------------------------------
+    def delete_leaked_instances(self) -> None:
+        known = {n.id for n in self.zk.nodes() if n.id}
+        for provider, runner in self._runners().items():
+            seen_before = self._leak_candidates.get(provider, set())
+            leaked_now: set[str] = set()
+            for inst in runner.adapter.list_instances():
+                if inst.provider_name != provider or not inst.node_id:
+                    continue
+                if inst.node_id in known or inst.status == "deleting":
+                    continue
+                leaked_now.add(inst.external_id)
+                if inst.external_id in seen_before and self.zk.get_node(inst.node_id) is None:
+                    log.info("Deleting leaked server %s (node %s)", inst.external_id, inst.node_id)
+                    self.stats.leaked(provider, "instances")
+                    runner.delete(inst.external_id, inst.node_id, lambda ok: None)
+            # Seen once now: deleted next pass if still without a node.
+            self._leak_candidates[provider] = leaked_now - seen_before

@@ -1,0 +1,132 @@
+"""`DeletedNodeWorker`: removes finished nodes, and frees READY nodes whose request is gone.
+
+Woken by the node cache (and every `interval` as a safety net). An unlocked node in a cleanup
+state (used, in-use, building, failed, aborted, deleting, deleted) is locked, re-read, marked
+`deleting`, its server (and floating IPs: the driver's delete machine) deleted by the
+provider runner, then its znode removed. On failure it is unlocked and retried next pass.
+Locked nodes are somebody's (ours while building, Zuul's while in use): never touched.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from nodepool_ng.launcher.runner import ProviderRunner
+from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.log import get_logger
+from nodepool_ng.model.node import CLEANUP_STATES, Node, NodeState
+from nodepool_ng.runtime.loop import Worker
+
+
+class DeletedNodeWorker(Worker):
+    def __init__(
+        self,
+        zk: LauncherZK,
+        runners: Callable[[], dict[str, ProviderRunner]],
+        interval: float = 5.0,
+        paused: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__("DeletedNodeWorker", interval=interval, paused=paused)
+        self.zk = zk
+        self._runners = runners
+        self._in_progress: set[str] = set()
+        self._lock = threading.Lock()
+
+    def run_once(self) -> float | None:
+        runners = self._runners()
+        for node in self.zk.nodes():
+            if self.stopped:
+                break
+            if not node.id or node.provider not in runners or self.zk.node_locked(node):
+                continue
+            with self._lock:
+                if node.id in self._in_progress:
+                    continue
+            if node.state in CLEANUP_STATES:
+                self._start_delete(node.id, runners[node.provider or ""])
+            elif (
+                node.state is NodeState.READY
+                and node.allocated_to
+                and self.zk.request_cached(node.allocated_to) is None
+            ):
+                self._deallocate(node.id, node.allocated_to)
+        return None
+
+    def _start_delete(self, node_id: str, runner: ProviderRunner) -> None:
+        node = self.zk.lock_fresh_node(node_id)
+        if node is None:
+            return
+        log = get_logger("nodepool_ng.launcher.deleter", node_id=node_id, provider=node.provider)
+        if node.state not in CLEANUP_STATES:
+            self.zk.unlock_node(node)
+            return
+        try:
+            if node.state is not NodeState.DELETING:
+                node.state = NodeState.DELETING
+                self.zk.store_node(node)
+        except Exception as e:
+            log.warning("Could not mark node deleting: %s", e)
+            self.zk.unlock_node(node)
+            return
+        with self._lock:
+            self._in_progress.add(node_id)
+        if not node.external_id:
+            # A launcher may have died after the cloud created the server but before the id
+            # was recorded: find it by its owner metadata.
+            node.external_id = self._find_server(runner, node)
+        if node.external_id:
+            log.info("Deleting server %s", node.external_id)
+            runner.delete(node.external_id, node_id, lambda ok: self._finish(node, ok))
+        else:
+            self._finish(node, True)
+
+    def _find_server(self, runner: ProviderRunner, node: Node) -> str | None:
+        try:
+            for inst in runner.adapter.list_instances():
+                if inst.node_id == node.id and inst.provider_name == node.provider:
+                    return inst.external_id
+        except Exception as e:
+            get_logger("nodepool_ng.launcher.deleter", node_id=node.id).warning(
+                "Could not list servers: %s", e
+            )
+        return None
+
+    def _finish(self, node: Node, ok: bool) -> None:
+        """Called by the runner (or directly) once the server is gone or deleting failed."""
+        log = get_logger("nodepool_ng.launcher.deleter", node_id=node.id, provider=node.provider)
+        try:
+            if ok:
+                self.zk.delete_node(node)
+                log.info("Deleted node")
+            else:
+                log.warning("Server deletion failed; will retry")
+        except Exception as e:
+            log.warning("Could not remove node record: %s", e)
+        finally:
+            self.zk.unlock_node(node)
+            with self._lock:
+                self._in_progress.discard(node.id or "")
+            if not ok:
+                self.wake()
+
+    def _deallocate(self, node_id: str, request_id: str) -> None:
+        """READY node allocated to a request that no longer exists: give it back."""
+        if self.zk.request_exists(request_id):
+            return  # the cache lags; the request is there
+        node = self.zk.lock_fresh_node(node_id)
+        if node is None:
+            return
+        try:
+            if (
+                node.state is NodeState.READY
+                and node.allocated_to == request_id
+                and not self.zk.request_exists(request_id)
+            ):
+                node.allocated_to = None
+                self.zk.store_node(node)
+                get_logger("nodepool_ng.launcher.deleter", node_id=node_id).info(
+                    "Deallocated from vanished request %s", request_id
+                )
+        finally:
+            self.zk.unlock_node(node)

@@ -1,0 +1,94 @@
+"""`MinReadyWorker`: keeps `min-ready` READY unallocated nodes per label (spec §2.4).
+
+For each label served by one of our pools: missing = min-ready - READY unallocated nodes
+(cluster-wide) - open min-ready requests for it. One request per missing node:
+`node_types=[label]`, requestor `NodePool:min-ready`, reuse false, priority 900, ephemeral.
+Fulfilled ones are released (nodes' `allocated_to` cleared, request deleted); failed ones
+deleted. Woken by the node and request caches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.log import get_logger
+from nodepool_ng.model.node import NodeState
+from nodepool_ng.model.request import (
+    MIN_READY_PRIORITY,
+    MIN_READY_REQUESTOR,
+    NodeRequest,
+    RequestState,
+)
+from nodepool_ng.runtime.loop import Worker
+
+OPEN = (RequestState.REQUESTED, RequestState.PENDING)
+
+
+class MinReadyWorker(Worker):
+    def __init__(
+        self,
+        zk: LauncherZK,
+        wanted: Callable[[], dict[str, int]],
+        interval: float = 5.0,
+        paused: Callable[[], bool] | None = None,
+    ) -> None:
+        """wanted(): label -> min-ready, for labels one of our pools can launch now."""
+        super().__init__("MinReadyWorker", interval=interval, paused=paused)
+        self.zk = zk
+        self._wanted = wanted
+        self.submitted: dict[str, str] = {}  # our request id -> label
+        self.mlog = get_logger("nodepool_ng.launcher.min_ready")
+
+    def run_once(self) -> float | None:
+        self._release_finished()
+        wanted = self._wanted()
+        if not wanted:
+            return None
+        ready: Counter[str] = Counter()
+        for node in self.zk.nodes():
+            if node.state is NodeState.READY and not node.allocated_to:
+                for label in set(node.type):
+                    ready[label] += 1
+        outstanding: Counter[str] = Counter()
+        for req in self.zk.requests():
+            if (
+                req.requestor == MIN_READY_REQUESTOR
+                and len(req.node_types) == 1
+                and (req.state in OPEN or req.id in self.submitted)
+            ):
+                outstanding[req.node_types[0]] += 1
+        for label, min_ready in wanted.items():
+            for _ in range(min_ready - ready[label] - outstanding[label]):
+                self._submit(label)
+        return None
+
+    def _submit(self, label: str) -> None:
+        req = NodeRequest(node_types=[label], requestor=MIN_READY_REQUESTOR, reuse=False)
+        request_id = self.zk.create_request(req, MIN_READY_PRIORITY, ephemeral=True)
+        self.submitted[request_id] = label
+        self.mlog.debug("Requested a min-ready %s node (%s)", label, request_id)
+
+    def _release_finished(self) -> None:
+        for request_id in list(self.submitted):
+            req = self.zk.request_cached(request_id)
+            if req is None:
+                req = self.zk.get_request(request_id)
+            if req is None:
+                del self.submitted[request_id]
+                continue
+            if req.state is RequestState.FULFILLED:
+                for node_id in req.nodes:
+                    node = self.zk.lock_fresh_node(node_id)
+                    if node is None:
+                        continue  # the deleter deallocates it once the request is gone
+                    try:
+                        if node.allocated_to == request_id:
+                            node.allocated_to = None
+                            self.zk.store_node(node)
+                    finally:
+                        self.zk.unlock_node(node)
+            if req.state in (RequestState.FULFILLED, RequestState.FAILED):
+                self.zk.delete_request(req)
+                del self.submitted[request_id]

@@ -1,0 +1,333 @@
+"""`PoolContext`: what a pool worker and its request handlers share.
+
+Config of the provider-pool, its launcher-pool id, the ZooKeeper view, the provider runner,
+quota bookkeeping (label costs, our usage, the cloud's headroom) and LaunchSpec building.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodepool_ng.config.models import (
+    Config,
+    PoolConfig,
+    PoolLabelConfig,
+    ProviderConfig,
+)
+from nodepool_ng.drivers.base import (
+    META_NODE_ID,
+    META_POOL_NAME,
+    META_PROVIDER_NAME,
+    LaunchSpec,
+    ProviderAdapter,
+)
+from nodepool_ng.launcher import quota as q
+from nodepool_ng.launcher.assignment import PoolInfo
+from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
+from nodepool_ng.launcher.stats import LauncherStats
+from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.model.node import Node, NodeState
+from nodepool_ng.model.quota import Quota
+from nodepool_ng.model.request import NodeRequest
+
+log = logging.getLogger("nodepool_ng.launcher.pool")
+
+CLOUD_QUOTA_TTL = 5.0  # seconds; the cloud side of quota is re-read at most this often
+
+
+@dataclass
+class ImageInfo:
+    """What the label's image contributes to the node and the launch."""
+
+    image: str  # what the driver boots
+    image_id: str  # the node's image_id field
+    username: str | None = "zuul"
+    python_path: str | None = "auto"
+    shell_type: str | None = None
+    connection_type: str = "ssh"
+    connection_port: int = 22
+    config_drive: bool | None = None
+
+
+@dataclass
+class PoolContext:
+    config: Config
+    provider: ProviderConfig
+    pool: PoolConfig
+    pool_id: str
+    zk: LauncherZK
+    adapter: ProviderAdapter
+    runner: ProviderRunner
+    wake: Callable[[], None]
+    stats: LauncherStats = field(default_factory=LauncherStats)
+    cloud_quota_ttl: float = CLOUD_QUOTA_TTL
+    # Nodes this pool created that the node cache may not show yet: id -> cost.
+    _created: dict[str, Quota] = field(default_factory=dict)
+    _label_costs: dict[str, Quota] = field(default_factory=dict)
+    _cloud: tuple[float, Quota] | None = None
+    _last_free: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- identity --------------------------------------------------------------------------
+    def info(self, paused: bool = False) -> PoolInfo:
+        return PoolInfo(
+            id=self.pool_id,
+            provider_name=self.provider.name,
+            name=self.pool.name,
+            supported_labels=self.pool.label_names,
+            priority=self.provider.pool_priority(self.pool),
+            paused=paused,
+        )
+
+    def owns(self, node: Node) -> bool:
+        return node.provider == self.provider.name and node.pool == self.pool.name
+
+    # -- images and specs ------------------------------------------------------------------
+    def image_for(self, label: PoolLabelConfig) -> ImageInfo | None:
+        """The label's image, or None when it is not available (no READY upload)."""
+        if label.cloud_image:
+            ci = self.provider.cloud_image(label.cloud_image)
+            if ci is None:
+                return None
+            return ImageInfo(
+                image=ci.image_id or ci.image_name or ci.name,
+                image_id=ci.name,
+                username=ci.username or "zuul",
+                python_path=ci.python_path,
+                shell_type=ci.shell_type,
+                connection_type=ci.connection_type,
+                connection_port=ci.connection_port,
+                config_drive=ci.config_drive,
+            )
+        if label.diskimage:
+            upload = self.zk.ready_upload(label.diskimage, self.provider.name)
+            if upload is None:
+                return None
+            pdi = self.provider.diskimage(label.diskimage)
+            di = self.config.diskimages.get(label.diskimage)
+            return ImageInfo(
+                image=upload[1],
+                image_id=upload[0],
+                username=di.username if di else "zuul",
+                python_path=di.python_path if di else "auto",
+                shell_type=di.shell_type if di else None,
+                connection_type=pdi.connection_type if pdi else "ssh",
+                connection_port=pdi.connection_port if pdi else 22,
+                config_drive=pdi.config_drive if pdi else None,
+            )
+        return None
+
+    def spec_for(
+        self, node: Node, label: PoolLabelConfig, image: ImageInfo, request: NodeRequest
+    ) -> LaunchSpec:
+        assert node.id is not None
+        metadata: dict[str, str] = {
+            "groups": f"{self.provider.name},{image.image_id.rsplit('/', 1)[-1]},{label.name}",
+        }
+        metadata.update({k: str(v) for k, v in label.instance_properties.items()})
+        for key, template in label.dynamic_instance_properties.items():
+            try:
+                metadata[key] = template.format(request=_RequestFormat(request))
+            except Exception as e:  # a bad template must not break the launch
+                log.warning("dynamic-instance-properties %s: %s", key, e)
+        metadata[META_NODE_ID] = node.id
+        metadata[META_POOL_NAME] = self.pool.name
+        metadata[META_PROVIDER_NAME] = self.provider.name
+        return LaunchSpec(
+            hostname=f"np{node.id}",
+            node_id=node.id,
+            provider_name=self.provider.name,
+            pool_name=self.pool.name,
+            label_name=label.name,
+            image=image.image,
+            flavor_name=label.flavor_name,
+            min_ram=label.min_ram,
+            key_name=label.key_name,
+            availability_zone=node.az,
+            networks=tuple(self.pool.networks_for(label)),
+            security_groups=tuple(self.pool.security_groups),
+            auto_floating_ip=self.pool.auto_floating_ip,
+            config_drive=image.config_drive,
+            boot_from_volume=label.boot_from_volume,
+            volume_size=label.volume_size if label.boot_from_volume else None,
+            userdata=label.userdata,
+            metadata=metadata,
+        )
+
+    def options_for(
+        self, label: PoolLabelConfig, image: ImageInfo, request: NodeRequest
+    ) -> LaunchOptions:
+        return LaunchOptions(
+            host_key_checking=self.pool.host_key_checking_for(label),
+            connection_type=image.connection_type,
+            connection_port=image.connection_port,
+            launch_timeout=float(self.provider.launch_timeout),
+            boot_timeout=float(self.provider.boot_timeout),
+            retries=max(1, self.provider.launch_retries),
+            requestor=request.requestor,
+        )
+
+    def pick_az(self) -> str | None:
+        zones = self.pool.availability_zones
+        return random.choice(zones) if zones else None
+
+    # -- quota -----------------------------------------------------------------------------
+    def label_cost(self, label_name: str) -> Quota:
+        cost = self._label_costs.get(label_name)
+        if cost is None:
+            label = self.pool.label(label_name)
+            if label is None:
+                return Quota.of(instances=1)
+            spec = LaunchSpec(
+                hostname="",
+                node_id="",
+                provider_name=self.provider.name,
+                pool_name=self.pool.name,
+                label_name=label.name,
+                image="",
+                flavor_name=label.flavor_name,
+                min_ram=label.min_ram,
+                boot_from_volume=label.boot_from_volume,
+                volume_size=label.volume_size if label.boot_from_volume else None,
+            )
+            try:
+                cost = self.adapter.get_quota_for_label(spec)
+            except Exception as e:
+                log.warning("%s: cannot get the cost of label %s: %s", self.pool_id, label_name, e)
+                return Quota.of(instances=1)
+            self._label_costs[label_name] = cost
+        return cost
+
+    def note_created(self, node_id: str, cost: Quota) -> None:
+        with self._lock:
+            self._created[node_id] = cost
+
+    def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
+        seen: set[str] = set()
+        costs = []
+        for node in nodes:
+            if node.provider != self.provider.name or node.state is NodeState.DELETED:
+                continue
+            if node.id:
+                seen.add(node.id)
+            if pool_only and node.pool != self.pool.name:
+                continue
+            costs.append(_node_cost(node, self))
+        with self._lock:
+            for node_id in [n for n in self._created if n in seen]:
+                del self._created[node_id]  # the cache counts it now
+            costs.extend(self._created.values())
+        return Quota.total(costs)
+
+    def cloud_limit(self) -> Quota:
+        """The cloud's limits minus unmanaged usage, re-read at most every `cloud_quota_ttl`."""
+        if self.pool.ignore_provider_quota:
+            return Quota()
+        now = time.monotonic()
+        if self._cloud is not None and now - self._cloud[0] < self.cloud_quota_ttl:
+            return self._cloud[1]
+        try:
+            limits = self.adapter.get_quota_limits()
+            known = {n.id for n in self.zk.nodes() if n.id and n.provider == self.provider.name}
+            unmanaged = q.unmanaged_usage(self.adapter.list_instances(), self.provider.name, known)
+            headroom = q.cloud_headroom(limits, unmanaged)
+        except Exception as e:
+            log.warning("%s: cannot read cloud quota: %s", self.pool_id, e)
+            headroom = self._cloud[1] if self._cloud else Quota()
+        self._cloud = (now, headroom)
+        return headroom
+
+    def invalidate_cloud_quota(self) -> None:
+        self._cloud = None
+
+    def decline_reason(self, request: NodeRequest) -> str | None:
+        """Why this pool can never serve `request`, or None."""
+        if self.pool.max_servers is not None and self.pool.max_servers <= 0:
+            return "pool is disabled by max-servers"
+        total = Quota()
+        for label_name in request.node_types:
+            label = self.pool.label(label_name)
+            if label is None:
+                return f"label {label_name} is not served by this pool"
+            if self.image_for(label) is None:
+                return f"image of label {label_name} is not available"
+            total = total + self.label_cost(label_name)
+        if not q.fits_when_empty(
+            total, self.pool.quota_limits(), self.cloud_limit(), self.pool.ignore_provider_quota
+        ):
+            return "request exceeds the pool or cloud quota"
+        return None
+
+    def has_room(self, label_name: str) -> bool:
+        nodes = self.zk.nodes()
+        return q.has_remaining(
+            self.label_cost(label_name),
+            self.pool.quota_limits(),
+            self._usage(nodes, pool_only=True),
+            self.cloud_limit(),
+            self._usage(nodes, pool_only=False),
+            self.pool.ignore_provider_quota,
+        )
+
+    def at_concurrency_limit(self) -> bool:
+        limit = self.provider.max_concurrency
+        return limit >= 0 and self.runner.active_launches >= limit
+
+    def free_oldest_unused(self) -> None:
+        """At quota: delete the oldest READY unallocated node of this pool (once in a while)."""
+        nodes = [n for n in self.zk.nodes() if self.owns(n)]
+        if any(n.state is NodeState.DELETING for n in nodes):
+            return  # room is coming
+        if time.monotonic() - self._last_free < 1.0:
+            return
+        idle = sorted(
+            (
+                n
+                for n in nodes
+                if n.state is NodeState.READY and not n.allocated_to and not self.zk.node_locked(n)
+            ),
+            key=lambda n: n.state_time or 0.0,
+        )
+        for node in idle:
+            fresh = self.zk.lock_fresh_node(node.id or "")
+            if fresh is None:
+                continue
+            try:
+                if fresh.state is not NodeState.READY or fresh.allocated_to:
+                    continue
+                fresh.state = NodeState.DELETING
+                self.zk.store_node(fresh)
+                log.info("%s: at quota, deleting oldest unused node %s", self.pool_id, fresh.id)
+                self._last_free = time.monotonic()
+                return
+            finally:
+                self.zk.unlock_node(fresh)
+
+
+def _node_cost(node: Node, ctx: PoolContext) -> Quota:
+    if node.resources:
+        return Quota({k: float(v) for k, v in node.resources.items()})
+    return ctx.label_cost(node.label or "")
+
+
+class _RequestFormat:
+    """`{request.<attr>}` for dynamic-instance-properties (upstream's attribute names)."""
+
+    def __init__(self, request: NodeRequest) -> None:
+        self.id = request.id
+        self.labels = request.node_types
+        self.requestor = request.requestor
+        self.requestor_data = request.requestor_data
+        self.relative_priority = request.relative_priority
+        self.event_id = request.event_id
+        self.created_time = request.created_time
+        self.tenant_name = request.tenant_name
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"request has no attribute {name!r}")

@@ -1,0 +1,418 @@
+"""`Launcher`: the launcher service. Starts and stops every worker, follows config changes.
+
+    launcher = Launcher("/etc/nodepool/nodepool.yaml")
+    launcher.start()      # connects to ZooKeeper, registers components, starts the workers
+    ...
+    launcher.stop()
+
+One `ProviderRunner` per provider, one `PoolWorker` per provider-pool (each registered as a
+`pool` component with its supported labels), plus the deleter, min-ready, cleanup and stats
+workers. A config change restarts only the providers whose config changed. While the
+ZooKeeper session is suspended every worker pauses; after an expiry the registry re-creates
+our components and the caches reload, and work carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nodepool_ng
+from nodepool_ng.config.models import Config, ProviderConfig
+from nodepool_ng.config.watcher import ConfigWatcher
+from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.launcher.assignment import PoolInfo
+from nodepool_ng.launcher.cleanup import CleanupWorker
+from nodepool_ng.launcher.deleter import DeletedNodeWorker
+from nodepool_ng.launcher.min_ready import MinReadyWorker
+from nodepool_ng.launcher.pool import PoolWorker
+from nodepool_ng.launcher.poolctx import PoolContext
+from nodepool_ng.launcher.runner import ProviderRunner
+from nodepool_ng.launcher.stats import LauncherStats
+from nodepool_ng.launcher.zkview import StoresView
+from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
+from nodepool_ng.nodescan import NodeScanner
+from nodepool_ng.runtime.loop import Worker
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.components import ComponentRegistry
+from nodepool_ng.zk.election import LeaderElection
+from nodepool_ng.zk.images import ImageStore
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
+
+log = logging.getLogger("nodepool_ng.launcher")
+
+AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
+
+
+@dataclass
+class LauncherOptions:
+    """Knobs for tests and benchmarks; the defaults are the daemon's."""
+
+    hostname: str = field(default_factory=socket.getfqdn)
+    clouds_yaml: str | None = None  # else openstacksdk's search (OS_CLIENT_CONFIG_FILE, ...)
+    runner_poll: float = 0.05  # while launches/deletes are in flight
+    adapter_poll: float = 1.0  # the OpenStack adapter's server-list refresh
+    pool_interval: float = 30.0  # safety net; pool workers are woken by watches
+    deleter_interval: float = 5.0
+    min_ready_interval: float = 5.0
+    cleanup_interval: float = 60.0
+    config_interval: float = 5.0
+    stats_interval: float = 5.0
+    cloud_quota_ttl: float = 5.0
+    operation_timeout: float = 10.0
+
+
+@dataclass
+class _Pool:
+    ctx: PoolContext
+    worker: PoolWorker
+    component: PoolComponent
+
+
+@dataclass
+class _Provider:
+    config: ProviderConfig
+    adapter: ProviderAdapter
+    runner: ProviderRunner
+    pools: dict[str, _Pool] = field(default_factory=dict)
+
+
+class Launcher:
+    def __init__(
+        self,
+        config_path: str,
+        secure_path: str | None = None,
+        options: LauncherOptions | None = None,
+        adapter_factory: AdapterFactory | None = None,
+    ) -> None:
+        self.options = options or LauncherOptions()
+        self.watcher = ConfigWatcher(config_path, secure_path)
+        self.config: Config = self.watcher.load()
+        self._adapter_factory = adapter_factory or self._openstack_adapter
+        self.stats = LauncherStats()
+        self.providers: dict[str, _Provider] = {}
+        self._lock = threading.RLock()
+        self._workers: list[Worker] = []
+        self._stopped = threading.Event()
+        self._uploads: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {}
+        self.zk_client: ZooKeeperClient | None = None
+        self.ready = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        tls = cfg.zookeeper_tls
+        self.zk_client = client = ZooKeeperClient(
+            cfg.zookeeper_hosts(),
+            tls_cert=tls.cert if tls else None,
+            tls_key=tls.key if tls else None,
+            tls_ca=tls.ca if tls else None,
+            session_timeout=cfg.zookeeper_timeout,
+            operation_timeout=self.options.operation_timeout,
+        )
+        client.start(timeout=self.options.operation_timeout)
+        self.node_store = NodeStore(client)
+        self.request_store = RequestStore(client)
+        self.registry = ComponentRegistry(client)
+        self.image_store = ImageStore(client)
+        self.zk = StoresView(
+            self.node_store, self.request_store, self._pool_infos, self._ready_upload
+        )
+        self.scanner = NodeScanner()
+        paused = self._zk_paused
+        self.deleter = DeletedNodeWorker(
+            self.zk, self._runners, self.options.deleter_interval, paused
+        )
+        self.min_ready = MinReadyWorker(
+            self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused
+        )
+        self.cleanup = CleanupWorker(
+            self.zk,
+            lambda: self.config,
+            self._runners,
+            self._active_requests,
+            self.stats,
+            self.options.cleanup_interval,
+            paused,
+            cleanup_lock_dirs=self.request_store.cleanup_lock_dirs,
+        )
+        self.stats_worker = Worker(
+            "StatsWorker", self.options.stats_interval, target=self._report_stats, paused=paused
+        )
+        self.config_worker = Worker(
+            "ConfigWorker", self.options.config_interval, target=self._check_config
+        )
+        self.node_store.add_listener(self._on_node)
+        self.request_store.add_listener(self._on_request)
+        self.registry.add_listener(self._on_component)
+        self.node_store.start_cache(self.options.operation_timeout)
+        self.request_store.start_cache(self.options.operation_timeout)
+        self.registry.start_cache(self.options.operation_timeout)
+        self.election = LeaderElection(client, self.options.hostname)
+        self.election.start()
+
+        self.component = LauncherComponent(
+            hostname=self.options.hostname, version=nodepool_ng.__version__
+        )
+        self.registry.register(self.component)
+        for provider in cfg.providers.values():
+            self._start_provider(provider)
+        self._workers = [
+            self.deleter,
+            self.min_ready,
+            self.cleanup,
+            self.stats_worker,
+            self.config_worker,
+        ]
+        for worker in self._workers:
+            worker.start()
+        self.registry.update(self.component, state=ComponentState.RUNNING)
+        self.ready.set()
+        log.info("Launcher started with providers %s", sorted(self.providers))
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("Stopping launcher")
+        for worker in self._workers:
+            worker.stop()
+        with self._lock:
+            for name in list(self.providers):
+                self._stop_provider(name)
+        for worker in self._workers:
+            worker.join(10)
+        self.scanner.stop()
+        self.election.stop()
+        try:
+            self.registry.unregister_all()
+        except Exception as e:
+            log.warning("Could not unregister components: %s", e)
+        self.node_store.stop_cache()
+        self.request_store.stop_cache()
+        self.registry.stop_cache()
+        if self.zk_client is not None:
+            self.zk_client.stop()
+        log.info("Launcher stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stop() was called (True) or timeout."""
+        return self._stopped.wait(timeout)
+
+    # -- providers -------------------------------------------------------------------------
+    def _openstack_adapter(self, provider: ProviderConfig) -> ProviderAdapter:
+        from nodepool_ng.drivers.openstack import OpenStackAdapter
+
+        return OpenStackAdapter(
+            provider, clouds_yaml=self.options.clouds_yaml, poll_interval=self.options.adapter_poll
+        )
+
+    def _start_provider(self, pcfg: ProviderConfig) -> None:
+        if pcfg.driver != "openstack":
+            log.error("Provider %s: driver %s is not supported; skipped", pcfg.name, pcfg.driver)
+            return
+        try:
+            adapter = self._adapter_factory(pcfg)
+        except Exception as e:
+            # Upstream skips a provider whose manager cannot start; others keep working.
+            log.error("Provider %s could not start: %s", pcfg.name, e)
+            return
+        runner = ProviderRunner(
+            pcfg.name,
+            adapter,
+            self.node_store.store,
+            self._scan,
+            self.stats,
+            self.options.runner_poll,
+            self._zk_paused,
+        )
+        provider = _Provider(pcfg, adapter, runner)
+        runner.start()
+        for pool_cfg in pcfg.pools:
+            pool_id = (
+                f"{self.options.hostname}-PoolWorker.{pcfg.name}-{pool_cfg.name}-{uuid.uuid4().hex}"
+            )
+            ctx = PoolContext(
+                config=self.config,
+                provider=pcfg,
+                pool=pool_cfg,
+                pool_id=pool_id,
+                zk=self.zk,
+                adapter=adapter,
+                runner=runner,
+                wake=lambda: None,
+                stats=self.stats,
+                cloud_quota_ttl=self.options.cloud_quota_ttl,
+            )
+            info = ctx.info()
+            component = PoolComponent(
+                hostname=self.options.hostname,
+                version=nodepool_ng.__version__,
+                state=ComponentState.RUNNING,
+                id=pool_id,
+                name=pool_cfg.name,
+                provider_name=pcfg.name,
+                supported_labels=sorted(info.supported_labels),
+                priority=info.priority,
+            )
+            worker = PoolWorker(
+                ctx,
+                self._pause_setter(component),
+                self.options.pool_interval,
+                self._zk_paused,
+            )
+            ctx.wake = worker.wake
+            self.registry.register(component)
+            provider.pools[pool_cfg.name] = _Pool(ctx, worker, component)
+            worker.start()
+        with self._lock:
+            self.providers[pcfg.name] = provider
+        log.info("Started provider %s", pcfg.name)
+
+    def _pause_setter(self, component: PoolComponent) -> Callable[[bool], None]:
+        def set_paused(paused: bool) -> None:
+            self.registry.update(component, paused=paused)
+
+        return set_paused
+
+    def _stop_provider(self, name: str) -> None:
+        with self._lock:
+            provider = self.providers.pop(name, None)
+        if provider is None:
+            return
+        for pool in provider.pools.values():
+            pool.worker.stop()
+        for pool in provider.pools.values():
+            pool.worker.join(10)
+            try:
+                self.registry.unregister(pool.component)
+            except Exception as e:
+                log.warning("Could not unregister pool %s: %s", pool.ctx.pool_id, e)
+        provider.runner.stop()
+        provider.runner.join(10)
+        try:
+            provider.adapter.stop()
+        except Exception as e:
+            log.warning("Provider %s adapter stop failed: %s", name, e)
+        log.info("Stopped provider %s", name)
+
+    def _check_config(self) -> float | None:
+        new = self.watcher.check()
+        if new is None:
+            return None
+        self.apply_config(new)
+        return None
+
+    def apply_config(self, new: Config) -> None:
+        """Restart changed providers, start new ones, stop removed ones; keep the rest."""
+        with self._lock:
+            old = self.config
+            self.config = new
+            for name in list(self.providers):
+                if name not in new.providers or new.providers[name] != old.providers.get(name):
+                    self._stop_provider(name)
+            for name, pcfg in new.providers.items():
+                if name not in self.providers:
+                    self._start_provider(pcfg)
+            for provider in self.providers.values():
+                for pool in provider.pools.values():
+                    pool.ctx.config = new
+        self.min_ready.wake()
+
+    # -- views for the workers -------------------------------------------------------------
+    def _zk_paused(self) -> bool:
+        return self.zk_client is None or not self.zk_client.is_connected
+
+    def _runners(self) -> dict[str, ProviderRunner]:
+        with self._lock:
+            return {name: p.runner for name, p in self.providers.items()}
+
+    def _pool_workers(self) -> list[PoolWorker]:
+        with self._lock:
+            return [pool.worker for p in self.providers.values() for pool in p.pools.values()]
+
+    def _active_requests(self) -> set[str]:
+        return {h.id for w in self._pool_workers() for h in list(w.handlers)}
+
+    def _pool_infos(self) -> list[PoolInfo]:
+        return [
+            PoolInfo(
+                id=c.id or "",
+                provider_name=c.provider_name or "",
+                name=c.name or "",
+                supported_labels=frozenset(c.supported_labels),
+                priority=c.priority,
+                paused=c.paused,
+            )
+            for c in self.registry.pools()
+        ]
+
+    def _ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
+        key = (image, provider)
+        now = time.monotonic()
+        cached = self._uploads.get(key)
+        if cached is not None and now - cached[0] < 5.0:
+            return cached[1]
+        upload = self.image_store.latest_ready_upload(image, provider)
+        value = (upload.path, upload.external_id or "") if upload else None
+        self._uploads[key] = (now, value)
+        return value
+
+    def _scan(self, host: str, port: int, timeout: float, connection_type: str) -> Any:
+        return self.scanner.submit(host, port, timeout, connection_type)
+
+    def _min_ready_wanted(self) -> dict[str, int]:
+        wanted: dict[str, int] = {}
+        with self._lock:
+            contexts = [pool.ctx for p in self.providers.values() for pool in p.pools.values()]
+        for label in self.config.labels.values():
+            if label.min_ready <= 0:
+                continue
+            for ctx in contexts:
+                pool_label = ctx.pool.label(label.name)
+                if pool_label is not None and ctx.image_for(pool_label) is not None:
+                    wanted[label.name] = label.min_ready
+                    break
+        return wanted
+
+    # -- watches ---------------------------------------------------------------------------
+    def _wake_pools(self) -> None:
+        for worker in self._pool_workers():
+            worker.wake()
+
+    def _on_node(self, node_id: str, node: Any) -> None:
+        self._wake_pools()
+        self.deleter.wake()
+        self.min_ready.wake()
+
+    def _on_request(self, request_id: str, request: Any) -> None:
+        self._wake_pools()
+        self.min_ready.wake()
+
+    def _on_component(self, key: str, component: Any) -> None:
+        self._wake_pools()
+        if component is None:
+            self.cleanup.wake()  # a launcher may have died: look for lost requests
+
+    # -- stats -----------------------------------------------------------------------------
+    def _report_stats(self) -> float | None:
+        if not self.election.is_leader:
+            return None
+        nodes = [(str(n.state), n.provider or "", list(n.type)) for n in self.zk.nodes() if n.state]
+        maxes = {
+            name: (
+                float(sum(p.max_servers or 0 for p in pcfg.pools))
+                if all(p.max_servers is not None for p in pcfg.pools)
+                else None
+            )
+            for name, pcfg in self.config.providers.items()
+        }
+        self.stats.node_gauges(nodes, maxes)
+        return None

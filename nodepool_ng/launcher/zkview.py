@@ -1,0 +1,211 @@
+"""`LauncherZK`: the few ZooKeeper operations the launcher needs, over the zk stores.
+
+The launcher's modules talk only to this class, so its loops read as launcher logic. Reads
+of many records come from the watch-driven caches; single records are re-read fresh after a
+lock is taken ("double check after lock").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
+from nodepool_ng.launcher.assignment import PoolInfo
+from nodepool_ng.model.node import Node
+from nodepool_ng.model.request import NodeRequest
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
+
+
+class LauncherZK(Protocol):
+    # -- nodes -----------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """Cached snapshot of every node (treat as read-only)."""
+        ...
+
+    def node_locked(self, node: Node) -> bool:
+        """Cheap "probably locked" check from the cache's lock contenders."""
+        ...
+
+    def get_node(self, node_id: str) -> Node | None:
+        """Fresh read; None if gone."""
+        ...
+
+    def create_node(self, node: Node) -> None:
+        """Create a sequence node znode; sets `node.id`."""
+        ...
+
+    def store_node(self, node: Node) -> None: ...
+
+    def lock_node(self, node: Node, blocking: bool = False, timeout: float | None = None) -> bool:
+        """Lock a node object we own (not a cached one); False when held elsewhere."""
+        ...
+
+    def lock_fresh_node(
+        self, node_id: str, blocking: bool = False, timeout: float | None = None
+    ) -> Node | None:
+        """Lock by id, then re-read: the fresh node holding the lock, or None (held or gone)."""
+        ...
+
+    def unlock_node(self, node: Node) -> None: ...
+
+    def delete_node(self, node: Node) -> None:
+        """State `deleted`, then the znode with its lock (spec §1.7)."""
+        ...
+
+    # -- requests --------------------------------------------------------------------------
+    def requests(self) -> list[NodeRequest]:
+        """Cached snapshot of every request."""
+        ...
+
+    def request_cached(self, request_id: str) -> NodeRequest | None: ...
+
+    def get_request(self, request_id: str) -> NodeRequest | None:
+        """Fresh read; None if gone."""
+        ...
+
+    def request_exists(self, request_id: str) -> bool: ...
+
+    def request_locked(self, request_id: str) -> bool: ...
+
+    def lock_fresh_request(self, request_id: str) -> NodeRequest | None:
+        """Lock by id (non-blocking), then re-read; None when held elsewhere or gone."""
+        ...
+
+    def unlock_request(self, request: NodeRequest) -> None: ...
+
+    def store_request(self, request: NodeRequest) -> bool:
+        """Write the request; False when its znode is gone (requester deleted it)."""
+        ...
+
+    def create_request(self, request: NodeRequest, priority: str, ephemeral: bool) -> str: ...
+
+    def delete_request(self, request: NodeRequest) -> None: ...
+
+    # -- components and images -------------------------------------------------------------
+    def pool_infos(self) -> list[PoolInfo]:
+        """Every registered pool component."""
+        ...
+
+    def ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
+        """(upload znode path, cloud image id) of the newest READY upload, or None."""
+        ...
+
+
+class StoresView:
+    """`LauncherZK` over NodeStore / RequestStore and the component and image stores."""
+
+    def __init__(
+        self,
+        nodes: NodeStore,
+        requests: RequestStore,
+        pool_infos: Callable[[], list[PoolInfo]],
+        ready_upload: Callable[[str, str], tuple[str, str] | None] | None = None,
+    ) -> None:
+        self.node_store = nodes
+        self.request_store = requests
+        self._pool_infos = pool_infos
+        self._ready_upload = ready_upload
+
+    # -- nodes -----------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        return self.node_store.cached_nodes()
+
+    def node_locked(self, node: Node) -> bool:
+        return bool(node.lock_contenders)
+
+    def get_node(self, node_id: str) -> Node | None:
+        try:
+            return self.node_store.get(node_id)
+        except RecordNotFound:
+            return None
+
+    def create_node(self, node: Node) -> None:
+        self.node_store.create(node)
+
+    def store_node(self, node: Node) -> None:
+        self.node_store.store(node)
+
+    def lock_node(self, node: Node, blocking: bool = False, timeout: float | None = None) -> bool:
+        try:
+            self.node_store.lock(node, blocking=blocking, timeout=timeout)
+        except LockError:
+            return False
+        return True
+
+    def lock_fresh_node(
+        self, node_id: str, blocking: bool = False, timeout: float | None = None
+    ) -> Node | None:
+        holder = Node(id=node_id)
+        if not self.lock_node(holder, blocking, timeout):
+            return None
+        try:
+            fresh = self.node_store.get(node_id)
+        except (RecordNotFound, ZooKeeperError):
+            self.node_store.unlock(holder)
+            return None
+        fresh.lock = holder.lock
+        return fresh
+
+    def unlock_node(self, node: Node) -> None:
+        self.node_store.unlock(node)
+
+    def delete_node(self, node: Node) -> None:
+        self.node_store.delete(node)
+
+    # -- requests --------------------------------------------------------------------------
+    def requests(self) -> list[NodeRequest]:
+        return self.request_store.cached_requests()
+
+    def request_cached(self, request_id: str) -> NodeRequest | None:
+        return self.request_store.cached_request(request_id)
+
+    def get_request(self, request_id: str) -> NodeRequest | None:
+        try:
+            return self.request_store.get(request_id)
+        except RecordNotFound:
+            return None
+
+    def request_exists(self, request_id: str) -> bool:
+        return self.request_store.exists(request_id)
+
+    def request_locked(self, request_id: str) -> bool:
+        return self.request_store.is_locked(request_id)
+
+    def lock_fresh_request(self, request_id: str) -> NodeRequest | None:
+        holder = NodeRequest(id=request_id)
+        try:
+            self.request_store.lock(holder)
+        except LockError:
+            return None
+        try:
+            fresh = self.request_store.get(request_id)
+        except (RecordNotFound, ZooKeeperError):
+            self.request_store.unlock(holder)
+            return None
+        fresh.lock = holder.lock
+        return fresh
+
+    def unlock_request(self, request: NodeRequest) -> None:
+        self.request_store.unlock(request)
+
+    def store_request(self, request: NodeRequest) -> bool:
+        try:
+            self.request_store.store(request)
+        except RecordNotFound:
+            return False
+        return True
+
+    def create_request(self, request: NodeRequest, priority: str, ephemeral: bool) -> str:
+        return self.request_store.submit(request, priority=priority, ephemeral=ephemeral)
+
+    def delete_request(self, request: NodeRequest) -> None:
+        self.request_store.delete(request)
+
+    # -- components and images -------------------------------------------------------------
+    def pool_infos(self) -> list[PoolInfo]:
+        return self._pool_infos()
+
+    def ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
+        return self._ready_upload(image, provider) if self._ready_upload else None
