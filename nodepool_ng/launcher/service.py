@@ -58,7 +58,7 @@ class LauncherOptions:
     hostname: str = field(default_factory=socket.getfqdn)
     clouds_yaml: str | None = None  # else openstacksdk's search (OS_CLIENT_CONFIG_FILE, ...)
     runner_poll: float = 0.05  # while launches/deletes are in flight
-    adapter_poll: float = 1.0  # the OpenStack adapter's server-list refresh
+    adapter_poll: float = 0.2  # server-list refresh while launches are in flight (lazy)
     pool_interval: float = 30.0  # safety net; pool workers are woken by watches
     deleter_interval: float = 5.0
     min_ready_interval: float = 5.0

@@ -232,8 +232,28 @@ class OpenStackAdapter:
         except os_exc.SDKException as e:
             raise TemporaryCloudError(f"{getattr(fn, '__name__', 'API call')}: {e}") from e
 
-    def _fetch_servers(self) -> dict[str, Any]:
-        return {str(s.id): s for s in self.conn.compute.servers(details=True)}
+    def _fetch_servers(self) -> dict[str, dict[str, Any]]:
+        """Every server, as light dicts, through openstacksdk's authenticated compute session.
+
+        The list is polled for all building servers at once, so it is the launcher's hottest
+        cloud call: building openstacksdk `Server` resources costs ~1 ms each, so we read the
+        JSON directly and keep only the keys the state machines and quota need. Servers that
+        finish building are re-read once through openstacksdk for their addresses.
+        """
+        servers: dict[str, dict[str, Any]] = {}
+        url: str | None = "/servers/detail"
+        while url:
+            response = self.conn.compute.get(url)
+            if not response.ok:
+                raise TemporaryCloudError(
+                    f"listing servers: HTTP {response.status_code} {response.text[:200]}")
+            body = response.json()
+            for raw in body.get("servers") or []:
+                server = light_server(raw)
+                servers[server["id"]] = server
+            url = next((link.get("href") for link in body.get("servers_links") or []
+                        if link.get("rel") == "next"), None)
+        return servers
 
     def list_flavors(self) -> list[FlavorInfo]:
         return self._flavors.get("flavors", lambda: [
@@ -335,6 +355,22 @@ class OpenStackAdapter:
             if f.id == flavor_id:
                 return flavor_quota(f)
         return None
+
+
+def light_server(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a compute API server body that polling and quota use, under the names
+    openstacksdk's normalised server uses (so both kinds work in `instance_from_server`)."""
+    return {
+        "id": str(raw.get("id")),
+        "name": str(raw.get("name") or ""),
+        "status": raw.get("status") or "",
+        "fault": raw.get("fault"),
+        "metadata": raw.get("metadata") or {},
+        "flavor": raw.get("flavor") or {},
+        "task_state": raw.get("OS-EXT-STS:task_state"),
+        "host_id": raw.get("hostId"),
+        "availability_zone": raw.get("OS-EXT-AZ:availability_zone"),
+    }
 
 
 def _cloud_error(e: os_exc.HttpException, what: str) -> Exception:
