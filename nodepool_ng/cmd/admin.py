@@ -1,0 +1,147 @@
+"""`nodepool`: the admin CLI (upstream's commands and columns, plus `--json`).
+
+Errors go to stderr as `nodepool: error: ...` with exit status 1, never a traceback
+(`--debug` shows it). `config-validate` needs no ZooKeeper; every other command connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nodepool_ng import __version__
+from nodepool_ng.cmd import admin_images, admin_nodes
+from nodepool_ng.cmd.admin_context import AdminContext, CommandError
+
+DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
+
+log = logging.getLogger("nodepool_ng.cmd.admin")
+
+Handler = Callable[[AdminContext, argparse.Namespace], int | None]
+
+
+def _add(
+    sub: Any, name: str, func: Handler, help_text: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func, command=name)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodepool", description="Nodepool admin commands.")
+    parser.add_argument("-c", dest="config", default=DEFAULT_CONFIG, help="path to config file")
+    parser.add_argument("-s", dest="secure", help="path to secure file")
+    parser.add_argument("-l", dest="logconfig", help="path to log config file")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--json", action="store_true", help="JSON output instead of tables")
+    parser.add_argument(
+        "--clouds-yaml", help="clouds.yaml for commands that talk to clouds (delete --now, ...)"
+    )
+    parser.add_argument("--version", action="version", version=f"nodepool_ng {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _add(sub, "list", admin_nodes.cmd_list, "list nodes")
+    p.add_argument("--detail", action="store_true", help="show more columns")
+    _add(sub, "request-list", admin_nodes.cmd_request_list, "list node requests")
+    _add(sub, "label-list", admin_nodes.cmd_label_list, "list labels served by running pools")
+    p = _add(sub, "delete", admin_nodes.cmd_delete, "mark a node for deletion")
+    p.add_argument("id", help="node id")
+    p.add_argument("--now", action="store_true", help="delete the server in the foreground")
+    p = _add(sub, "hold", admin_nodes.cmd_hold, "place a node in the hold state")
+    p.add_argument("id", help="node id")
+    p.add_argument("--reason", help="comment stored on the node")
+    p = _add(sub, "info", admin_nodes.cmd_info, "ZooKeeper data for one provider")
+    p.add_argument("provider", help="provider name")
+    p = _add(sub, "erase", admin_nodes.cmd_erase, "remove a provider's data from ZooKeeper")
+    p.add_argument("provider", help="provider name")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    _add(sub, "config-validate", admin_nodes.cmd_config_validate, "validate the config file")
+
+    p = _add(sub, "image-build", admin_images.cmd_image_build, "request an image build")
+    p.add_argument("image", help="diskimage name")
+    p.add_argument("--wait", action="store_true", help="show progress until built and uploaded")
+    p.add_argument("--timeout", type=float, default=None, help="give up --wait after seconds")
+    _add(sub, "dib-image-list", admin_images.cmd_dib_image_list, "list diskimage builds")
+    _add(sub, "image-list", admin_images.cmd_image_list, "list image uploads")
+    _add(sub, "image-status", admin_images.cmd_image_status, "pause flags and build requests")
+    p = _add(sub, "image-delete", admin_images.cmd_image_delete, "delete an image upload")
+    for opt, what in (
+        ("--provider", "provider name"),
+        ("--image", "image name"),
+        ("--build-id", "image build id"),
+        ("--upload-id", "image upload id"),
+    ):
+        p.add_argument(opt, required=True, help=what)
+    p = _add(sub, "dib-image-delete", admin_images.cmd_dib_image_delete, "delete a build")
+    p.add_argument("id", help="build id as shown by dib-image-list (<image>-<build id>)")
+    p = _add(sub, "image-pause", admin_images.cmd_image_pause, "pause builds of an image")
+    p.add_argument("image", help="image name")
+    p = _add(sub, "image-unpause", admin_images.cmd_image_unpause, "resume builds of an image")
+    p.add_argument("image", help="image name")
+    p = _add(sub, "alien-image-list", admin_images.cmd_alien_image_list, "unmanaged images")
+    p.add_argument("provider", nargs="?", help="provider name")
+    p = _add(sub, "export-image-data", admin_images.cmd_export, "export image records")
+    p.add_argument("path", help="file to write")
+    p = _add(sub, "import-image-data", admin_images.cmd_import, "import image records")
+    p.add_argument("path", help="file to read")
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    if args.logconfig:
+        if args.logconfig.endswith((".yaml", ".yml")):
+            import yaml
+
+            with open(args.logconfig) as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
+        return
+    level = logging.DEBUG if args.debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        logging.getLogger("kazoo").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        print("nodepool: error: a command is required", file=sys.stderr)
+        return 1
+    try:
+        _setup_logging(args)
+    except Exception as e:
+        print(f"nodepool: error: log config {args.logconfig}: {e}", file=sys.stderr)
+        return 1
+    ctx = AdminContext(args.config, args.secure, as_json=args.json, clouds_yaml=args.clouds_yaml)
+    try:
+        rc = args.func(ctx, args)
+        return 0 if rc is None else rc
+    except KeyboardInterrupt:
+        print("nodepool: interrupted", file=sys.stderr)
+        return 130
+    except CommandError as e:
+        _fail(args, str(e))
+    except Exception as e:  # the top of the CLI: a message, never a traceback
+        _fail(args, f"{type(e).__name__}: {e}" if not str(e) else str(e))
+    finally:
+        ctx.close()
+    return 1
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    if args.debug:
+        traceback.print_exc()
+    print(f"nodepool: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""`nodepool` commands about diskimage builds and provider uploads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from nodepool_ng import status
+from nodepool_ng.cmd.admin_context import AdminContext, CommandError
+from nodepool_ng.status import Table
+
+log = logging.getLogger("nodepool_ng.cmd.admin")
+
+WAIT_POLL_SECONDS = 0.5
+
+
+def cmd_dib_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.show(status.dib_image_list(ctx.data.build_views(), ctx.data.paused_images()))
+
+
+def cmd_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.show(status.image_list(ctx.data.upload_views()))
+
+
+def cmd_image_status(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.show(status.image_status(ctx.data.image_status_views(ctx.config.diskimages)))
+
+
+def cmd_image_pause(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.data.set_image_paused(args.image, True)
+    _report(ctx, {"image": args.image, "paused": True}, f"Image {args.image} builds paused")
+
+
+def cmd_image_unpause(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.data.set_image_paused(args.image, False)
+    _report(ctx, {"image": args.image, "paused": False}, f"Image {args.image} builds resumed")
+
+
+def _report(ctx: AdminContext, obj: dict[str, Any], text: str) -> None:
+    ctx.print(json.dumps(obj) if ctx.as_json else text)
+
+
+def cmd_image_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
+    ctx.data.mark_upload_deleting(args.image, args.build_id, args.provider, args.upload_id)
+    _report(
+        ctx,
+        {
+            "image": args.image,
+            "build_id": args.build_id,
+            "provider": args.provider,
+            "upload_id": args.upload_id,
+            "state": "deleting",
+        },
+        f"Upload {args.upload_id} of {args.image} build {args.build_id} on {args.provider} "
+        "marked for deletion",
+    )
+
+
+def cmd_dib_image_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
+    image, sep, build_id = args.id.rpartition("-")
+    if not sep or not image or not build_id:
+        raise CommandError(f"dib image id {args.id!r} is not <image>-<build id>")
+    ctx.data.mark_build_deleting(image, build_id)
+    _report(
+        ctx,
+        {"id": args.id, "image": image, "build_id": build_id, "state": "deleting"},
+        f"Build {build_id} of {image} marked for deletion",
+    )
+
+
+def cmd_image_build(ctx: AdminContext, args: argparse.Namespace) -> int | None:
+    name = args.image
+    diskimage = ctx.config.diskimages.get(name)
+    if diskimage is None or getattr(diskimage, "abstract", False):
+        raise CommandError(
+            f"image {name!r} is not a diskimage in {ctx.config_path}; only diskimages are built"
+        )
+    if getattr(diskimage, "pause", False):
+        raise CommandError(f"diskimage {name!r} is paused in {ctx.config_path}")
+    known_builds = {b.build_id for b in ctx.data.build_views() if b.image == name}
+    ctx.data.request_build(name)
+    if not args.wait:
+        _report(ctx, {"image": name, "build_request": "pending"}, f"Build of {name} requested")
+        return None
+    # Providers that will get an upload: those listing the image, unless paused there.
+    providers = sorted(
+        p.name
+        for p in ctx.config.providers.values()
+        if any(d.name == name and not d.pause for d in p.diskimages)
+    )
+    return BuildWatcher(ctx, name, known_builds, providers, args.timeout).run()
+
+
+class BuildWatcher:
+    """`image-build --wait`: show the build, then each provider's upload, until done."""
+
+    def __init__(
+        self,
+        ctx: AdminContext,
+        image: str,
+        known_builds: set[str],
+        providers: list[str],
+        timeout: float | None,
+    ) -> None:
+        self.ctx = ctx
+        self.image = image
+        self.known_builds = known_builds
+        self.providers = providers
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.start = time.monotonic()
+        self.shown: dict[str, str] = {}
+
+    def _say(self, key: str, state: str) -> None:
+        if self.shown.get(key) == state:
+            return
+        self.shown[key] = state
+        elapsed = time.monotonic() - self.start
+        if self.ctx.as_json:
+            self.ctx.print(json.dumps({"step": key, "state": state, "elapsed": round(elapsed, 1)}))
+        else:
+            self.ctx.print(f"[{elapsed:7.1f}s] {key}: {state}")
+        self.ctx.out.flush()
+
+    def _tick(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CommandError(f"image {self.image}: not done before the --timeout")
+        time.sleep(WAIT_POLL_SECONDS)
+
+    def run(self) -> int:
+        self._say(f"{self.image} build", "requested")
+        build_id = None
+        while True:
+            builds = [
+                b
+                for b in self.ctx.data.build_views()
+                if b.image == self.image and b.build_id not in self.known_builds
+            ]
+            if builds:
+                build = builds[-1]
+                build_id = build.build_id
+                state = str(build.data.get("state"))
+                self._say(f"{self.image} build {build_id}", state)
+                if state == "failed":
+                    raise CommandError(f"image {self.image}: build {build_id} failed")
+                if state == "ready":
+                    break
+            self._tick()
+        pending = set(self.providers)
+        failed: list[str] = []
+        while pending:
+            for upload in self.ctx.data.upload_views():
+                if upload.image != self.image or upload.build_id != build_id:
+                    continue
+                if upload.provider not in pending:
+                    continue
+                state = str(upload.data.get("state"))
+                self._say(f"upload to {upload.provider}", state)
+                if state in ("ready", "failed"):
+                    pending.discard(upload.provider)
+                    if state == "failed":
+                        failed.append(upload.provider)
+            if pending:
+                self._tick()
+        if failed:
+            raise CommandError(f"image {self.image}: upload failed to {', '.join(failed)}")
+        self._say(f"{self.image} build {build_id}", "built and uploaded")
+        return 0
+
+
+def cmd_alien_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
+    from nodepool_ng.drivers.base import META_BUILD_ID
+    from nodepool_ng.statusdata import provider_adapter
+
+    table = Table((("provider", "Provider"), ("name", "Name"), ("image_id", "Image ID")))
+    ready = ctx.data.ready_upload_ids()
+    names = sorted(ctx.config.providers)
+    if args.provider:
+        if args.provider not in ctx.config.providers:
+            raise CommandError(f"provider {args.provider!r} is not in {ctx.config_path}")
+        names = [args.provider]
+    for name in names:
+        if getattr(ctx.config.providers[name], "driver", "openstack") != "openstack":
+            continue
+        adapter = provider_adapter(ctx.config, name, ctx.clouds_yaml)
+        try:
+            for res in adapter.list_resources():
+                if res.kind != "image" or META_BUILD_ID not in res.metadata:
+                    continue
+                if (name, res.external_id) in ready:
+                    continue
+                image_name = _image_name(adapter, res)
+                table.rows.append(
+                    {"provider": name, "name": image_name, "image_id": res.external_id}
+                )
+        finally:
+            adapter.stop()
+    ctx.show(table)
+
+
+def _image_name(adapter: Any, res: Any) -> str | None:
+    """The cloud's name for an alien image (not part of the driver's Resource record)."""
+    name = getattr(res, "name", None) or res.metadata.get("name")
+    if name:
+        return str(name)
+    try:
+        return str(adapter.conn.image.get_image(res.external_id).name)
+    except Exception as e:  # a name is nice to have; the id is what matters
+        log.debug("Could not read the name of image %s: %s", res.external_id, e)
+        return None
+
+
+def cmd_export(ctx: AdminContext, args: argparse.Namespace) -> None:
+    data = ctx.data.export_image_data()
+    # Image data may name internal infrastructure: owner-only, as upstream does.
+    fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.chmod(args.path, 0o600)
+    _report(ctx, {"path": args.path, "records": len(data)}, f"Exported {len(data)} records")
+
+
+def cmd_import(ctx: AdminContext, args: argparse.Namespace) -> None:
+    try:
+        with open(args.path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise CommandError(f"{args.path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise CommandError(f"{args.path}: not JSON: {e}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise CommandError(f"{args.path}: expected a JSON object of znode path -> data string")
+    count = ctx.data.import_image_data(data)
+    _report(ctx, {"path": args.path, "records": count}, f"Imported {count} records")

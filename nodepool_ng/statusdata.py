@@ -1,0 +1,346 @@
+"""ZooKeeper reads and admin writes behind the `nodepool` CLI and the status web app.
+
+Reads go straight to ZooKeeper (no caches: the CLI is short-lived and the web app caches its
+answers for a second). Records are decoded by `nodepool_ng.model`; every path comes from
+`nodepool_ng.zk.paths`. Writes that race with daemons take the same kazoo locks they do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from nodepool_ng import status
+from nodepool_ng.errors import NodepoolError, RecordNotFound, ZooKeeperError
+from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
+from nodepool_ng.model.node import Node
+from nodepool_ng.model.record import decode_json
+from nodepool_ng.model.request import NodeRequest
+from nodepool_ng.status import BuildView, ImageStatusView, NodeView, Table, UploadView
+from nodepool_ng.zk import paths
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.components import ComponentRegistry
+from nodepool_ng.zk.images import ImageStore
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
+
+log = logging.getLogger("nodepool_ng.statusdata")
+
+# Upstream's CLI waits this long for a node lock (`delete`, `hold`).
+NODE_LOCK_TIMEOUT = 5.0
+
+
+class AdminError(NodepoolError):
+    """A refused admin action (unknown id, wrong state); the message is for the user."""
+
+
+def connect(config: Any, timeout: float | None = None) -> ZooKeeperClient:
+    """A started client for the config's ZooKeeper servers (TLS when configured).
+
+    Connecting and each call wait at most `zookeeper-timeout` (default 10 s) unless given.
+    """
+    tls = getattr(config, "zookeeper_tls", None)
+    session_timeout = float(getattr(config, "zookeeper_timeout", 10.0) or 10.0)
+    timeout = session_timeout if timeout is None else timeout
+    client = ZooKeeperClient(
+        config.zookeeper_hosts(),
+        tls_cert=getattr(tls, "cert", None),
+        tls_key=getattr(tls, "key", None),
+        tls_ca=getattr(tls, "ca", None),
+        session_timeout=session_timeout,
+        operation_timeout=timeout,
+    )
+    client.start(timeout=timeout)
+    return client
+
+
+def provider_adapter(config: Any, provider_name: str, clouds_yaml: str | None = None) -> Any:
+    """The driver adapter for one configured provider (for `delete --now`, alien lists).
+
+    openstacksdk finds clouds.yaml as usual (OS_CLIENT_CONFIG_FILE, ~/.config/openstack,
+    /etc/openstack) unless `clouds_yaml` names one.
+    """
+    from nodepool_ng.drivers.openstack import OpenStackAdapter
+
+    provider = config.providers[provider_name]
+    try:
+        return OpenStackAdapter(provider, clouds_yaml=clouds_yaml, poll_interval=0.5)
+    except NodepoolError as e:
+        raise AdminError(
+            f"provider {provider_name}: {e} (point at the right clouds.yaml with "
+            "--clouds-yaml or OS_CLIENT_CONFIG_FILE)"
+        ) from None
+
+
+class ZooKeeperData:
+    """Status rows and admin actions over one `ZooKeeperClient`."""
+
+    def __init__(
+        self, zk: ZooKeeperClient, config_getter: Callable[[], Any] | None = None
+    ) -> None:
+        self.zk = zk
+        self.config_getter = config_getter
+        self.node_store = NodeStore(zk)
+        self.request_store = RequestStore(zk)
+        self.image_store = ImageStore(zk)
+        self.components = ComponentRegistry(zk)
+
+    # -- reading helpers ---------------------------------------------------------------------
+    def _read(self, path: str, what: str) -> dict[str, Any] | None:
+        try:
+            raw, _stat = self.zk.get(path, what)
+        except RecordNotFound:
+            return None
+        return decode_json(raw, what)
+
+    def _children(self, path: str) -> list[str]:
+        return sorted(c for c in self.zk.get_children(path) if c != paths.LOCK)
+
+    # -- nodes -------------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """Every node, read directly (no cache), with its lock contenders."""
+        out = []
+        for node in self.node_store.read_all():
+            node.lock_contenders = frozenset(self.node_store.lock_contenders(str(node.id)))
+            out.append(node)
+        return out
+
+    def get_node(self, node_id: str) -> Node | None:
+        try:
+            node = self.node_store.get(node_id)
+        except RecordNotFound:
+            return None
+        node.lock_contenders = frozenset(self.node_store.lock_contenders(node_id))
+        return node
+
+    def node_views(self, node_id: str | None = None) -> list[NodeView]:
+        nodes = self.nodes() if node_id is None else [n for n in [self.get_node(node_id)] if n]
+        return [NodeView(str(n.id), n.to_dict(), bool(n.lock_contenders)) for n in nodes]
+
+    @contextlib.contextmanager
+    def locked_node(self, node_id: str, timeout: float | None = None) -> Iterator[Node]:
+        """Lock node `node_id` (as daemons and Zuul do), re-read it, yield it, unlock."""
+        timeout = NODE_LOCK_TIMEOUT if timeout is None else timeout
+        node = self.get_node(node_id)
+        if node is None:
+            raise AdminError(f"node {node_id} not found")
+        self.node_store.lock(
+            node, blocking=True, timeout=timeout, identifier=f"nodepool-cli@{_host()}"
+        )
+        try:
+            try:
+                self.node_store.refresh(node)
+            except RecordNotFound:
+                raise AdminError(f"node {node_id} was deleted meanwhile") from None
+            yield node
+        finally:
+            self.node_store.unlock(node)
+
+    def store_node(self, node: Node) -> None:
+        self.node_store.store(node)
+
+    def delete_node_record(self, node: Node) -> None:
+        """Upstream's order: write `deleted` first, then remove the znode and its lock."""
+        self.node_store.delete(node)
+
+    # -- requests and labels -----------------------------------------------------------------
+    def requests(self) -> list[NodeRequest]:
+        return self.request_store.read_all()
+
+    def request_table(self) -> Table:
+        return status.request_list((str(r.id), r.to_dict()) for r in self.requests())
+
+    def label_table(self) -> Table:
+        return status.label_list(c.to_dict() for c in self.components.pools())
+
+    # -- images ------------------------------------------------------------------------------
+    def image_names(self) -> list[str]:
+        return self.image_store.image_names()
+
+    def builds(self, image: str | None = None) -> list[ImageBuild]:
+        out = []
+        for name in [image] if image else self.image_names():
+            out.extend(self.image_store.builds(name))
+        return out
+
+    def uploads(self, provider: str | None = None) -> list[ImageUpload]:
+        out = []
+        store = self.image_store
+        for build in self.builds():
+            image, build_id = str(build.image_name), str(build.id)
+            for prov in store.providers(image, build_id):
+                if provider is None or prov == provider:
+                    out.extend(store.uploads(image, build_id, prov))
+        return out
+
+    def build_views(self) -> list[BuildView]:
+        return [BuildView(str(b.image_name), str(b.id), b.to_dict()) for b in self.builds()]
+
+    def upload_views(self) -> list[UploadView]:
+        return [
+            UploadView(
+                str(u.image_name), str(u.build_id), str(u.provider_name), str(u.id), u.to_dict()
+            )
+            for u in self.uploads()
+        ]
+
+    def ready_upload_ids(self) -> set[tuple[str, str]]:
+        """(provider, external id) of every READY upload."""
+        return {
+            (str(u.provider_name), str(u.external_id))
+            for u in self.uploads()
+            if u.state == UploadState.READY and u.external_id
+        }
+
+    def paused_images(self) -> list[str]:
+        return [i for i in self.image_names() if self.image_store.is_paused(i)]
+
+    def image_status_views(self, configured: Iterable[str] = ()) -> list[ImageStatusView]:
+        store = self.image_store
+        views = []
+        for name in set(self.image_names()) | set(configured):
+            building = any(b.state == BuildState.BUILDING for b in self.builds(name))
+            views.append(
+                ImageStatusView(
+                    image=name,
+                    paused=store.is_paused(name),
+                    request_ctime=store.build_requested_at(name),
+                    building=building,
+                )
+            )
+        return views
+
+    def image_status_table(self) -> Table:
+        configured: list[str] = []
+        config = self.config_getter() if self.config_getter else None
+        if config is not None:
+            configured = list(getattr(config, "diskimages", {}) or {})
+        return status.image_status(self.image_status_views(configured))
+
+    def set_image_paused(self, image: str, paused: bool) -> None:
+        self.image_store.set_paused(image, paused)
+
+    def request_build(self, image: str) -> None:
+        self.image_store.request_build(image)
+
+    def mark_build_deleting(self, image: str, build_id: str) -> None:
+        """Upstream's `dib-image-delete`: refuse while building; the builder deletes it."""
+        what = f"build {image}-{build_id}"
+        try:
+            build = self.image_store.get_build(image, build_id)
+        except RecordNotFound:
+            raise AdminError(f"{what} not found") from None
+        if build.state == BuildState.BUILDING:
+            raise AdminError(f"{what} is still building; cannot delete it")
+        lock = self.image_store.lock_build(
+            image, build_id, blocking=True, timeout=NODE_LOCK_TIMEOUT
+        )
+        try:
+            build = self.image_store.get_build(image, build_id)
+            build.state = BuildState.DELETING
+            self.image_store.store_build(build)
+        finally:
+            self.image_store.unlock(lock)
+
+    def mark_upload_deleting(
+        self, image: str, build_id: str, provider: str, upload_id: str
+    ) -> None:
+        """Upstream's `image-delete`: refuse while uploading; the builder deletes it."""
+        what = f"upload {upload_id} of {image} build {build_id} to {provider}"
+        try:
+            upload = self.image_store.get_upload(image, build_id, provider, upload_id)
+        except RecordNotFound:
+            raise AdminError(f"{what} not found") from None
+        if upload.state == UploadState.UPLOADING:
+            raise AdminError(f"{what} is still uploading; cannot delete it")
+        upload.state = UploadState.DELETING
+        self.image_store.store_upload(upload)
+
+    # -- providers ---------------------------------------------------------------------------
+    def provider_uploads(self, provider: str) -> list[tuple[str, str, list[str]]]:
+        """(image, build id, upload ids) of every build with uploads to `provider`."""
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for u in self.uploads(provider):
+            grouped.setdefault((str(u.image_name), str(u.build_id)), []).append(str(u.id))
+        return [(i, b, sorted(ids)) for (i, b), ids in sorted(grouped.items())]
+
+    def erase_provider(self, provider: str) -> tuple[int, int]:
+        """Remove `provider`'s upload and node records (ZooKeeper only, not the cloud)."""
+        uploads = 0
+        for image, build_id, _ids in self.provider_uploads(provider):
+            base = f"{paths.build_providers_path(image, build_id)}/{provider}"
+            uploads += len(_ids)
+            self.zk.delete(base, recursive=True)
+        nodes = 0
+        for node in self.nodes():
+            if node.provider == provider:
+                self.zk.delete(paths.node_path(str(node.id)), recursive=True)
+                nodes += 1
+        return uploads, nodes
+
+    # -- export / import ---------------------------------------------------------------------
+    def export_image_data(self) -> dict[str, str]:
+        """{znode path: JSON text} of every build, upload and pause flag (upstream's format)."""
+        data: dict[str, str] = {}
+        for image in self.paused_images():
+            data[paths.image_pause_path(image)] = ""
+        for build in self.builds():
+            path = paths.build_path(str(build.image_name), str(build.id))
+            data[path] = build.to_json().decode("utf-8")
+        for u in self.uploads():
+            data[u.path] = u.to_json().decode("utf-8")
+        return data
+
+    def import_image_data(self, data: Mapping[str, str]) -> int:
+        """Create every record of an export; refuses if any already exists."""
+        for path in data:
+            if not path.startswith(paths.IMAGES_ROOT + "/"):
+                raise AdminError(f"{path}: not an image record path")
+            if self.zk.exists(path):
+                raise AdminError(f"{path} already exists; not importing anything")
+        max_upload: dict[str, int] = {}
+        for path in sorted(data):
+            self.zk.create(path, data[path].encode("utf-8"), makepath=True)
+            parsed = paths.parse_upload_path(path)
+            if parsed and parsed[3].isdigit():
+                parent = path.rsplit("/", 1)[0]
+                max_upload[parent] = max(max_upload.get(parent, -1), int(parsed[3]))
+        # Upload ids are sequence numbers: move each counter past the imported ids so the
+        # builder's next upload cannot collide with one of them.
+        for parent, highest in max_upload.items():
+            while True:
+                made = self.zk.create(f"{parent}/", b"", sequence=True)
+                self.zk.delete(made)
+                if int(made.rsplit("/", 1)[1]) >= highest:
+                    break
+        return len(data)
+
+
+class ZooKeeperStatusSource:
+    """The web app's view: one `Table` per endpoint, read fresh from ZooKeeper."""
+
+    def __init__(self, zk: ZooKeeperClient, config_getter: Callable[[], Any] | None = None) -> None:
+        self.data = ZooKeeperData(zk, config_getter)
+
+    def table(self, name: str, node_id: str | None = None) -> Table:
+        d = self.data
+        if name == "node-list":
+            return status.node_list(d.node_views(node_id), detail=True)
+        if name == "request-list":
+            return d.request_table()
+        if name == "label-list":
+            return d.label_table()
+        if name == "image-list":
+            return status.image_list(d.upload_views())
+        if name == "dib-image-list":
+            return status.dib_image_list(d.build_views(), d.paused_images())
+        if name == "image-status":
+            return d.image_status_table()
+        raise ZooKeeperError(f"unknown status table {name!r}")
+
+
+def _host() -> str:
+    return socket.gethostname()

@@ -1,0 +1,168 @@
+"""The launcher's status web app (upstream's paths, text or JSON, 1 s cache).
+
+    GET /node-list[?node_id=ID]  /request-list  /label-list
+        /image-list  /dib-image-list  /image-status        text table, or JSON when the
+                                                            client sends Accept: application/json
+                                                            or appends `.json` to the path
+        ?fields=a,b                                         only these column keys
+    GET /ready                                              200 `OK` once started, else 503
+
+Responses are cached for one second per (path, query, format) so a busy dashboard does not
+turn into a ZooKeeper read storm. Every answer carries `Access-Control-Allow-Origin: *`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from nodepool_ng.cmd.output import render
+from nodepool_ng.errors import NodepoolError
+from nodepool_ng.status import Table
+
+log = logging.getLogger("nodepool_ng.webapp")
+
+CACHE_SECONDS = 1.0
+
+
+class StatusSource(Protocol):
+    """Where the tables come from (ZooKeeper in production)."""
+
+    def table(self, name: str, node_id: str | None = None) -> Table: ...
+
+
+ENDPOINTS = (
+    "node-list",
+    "request-list",
+    "label-list",
+    "image-list",
+    "dib-image-list",
+    "image-status",
+)
+
+
+class _Cache:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._items: dict[tuple[Any, ...], tuple[float, str]] = {}
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], str]) -> str:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and now - hit[0] < self.ttl:
+                return hit[1]
+        body = make()
+        with self._lock:
+            # Drop stale entries so arbitrary query strings cannot grow the cache forever.
+            self._items = {k: v for k, v in self._items.items() if now - v[0] < self.ttl}
+            self._items[key] = (now, body)
+        return body
+
+
+class WebApp:
+    """Serves the status endpoints from a daemon thread; `ready` gates `/ready`."""
+
+    def __init__(
+        self,
+        zk_client: Any,
+        config_getter: Callable[[], Any] | None = None,
+        host: str = "0.0.0.0",
+        port: int = 8005,
+        source: StatusSource | None = None,
+    ) -> None:
+        if source is None:
+            from nodepool_ng.statusdata import ZooKeeperStatusSource
+
+            source = ZooKeeperStatusSource(zk_client, config_getter)
+        self.source = source
+        self.host = host
+        self.port = port
+        self.ready = False
+        self.cache = _Cache(CACHE_SECONDS)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        app = self
+
+        class Handler(_Handler):
+            webapp = app
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        # Port 0 asks the OS for a free one; report the real port.
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webapp", daemon=True
+        )
+        self._thread.start()
+        self.ready = True
+        log.info("Status web app listening on %s:%s", self.host, self.port)
+
+    def stop(self) -> None:
+        self.ready = False
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def respond(self, raw_path: str, accept: str) -> tuple[int, str, str]:
+        """(status, content type, body) for one GET; the HTTP-free core of the handler."""
+        url = urlsplit(raw_path)
+        path = url.path.strip("/")
+        if path == "ready":
+            return (200, "text/plain", "OK") if self.ready else (503, "text/plain", "Not ready")
+        as_json = "application/json" in accept
+        if path.endswith(".json"):
+            path, as_json = path[: -len(".json")], True
+        if path not in ENDPOINTS:
+            return 404, "text/plain", "Not found"
+        query = parse_qs(url.query)
+        fields = [f for v in query.get("fields", []) for f in v.split(",") if f] or None
+        node_id = query.get("node_id", [None])[0] if path == "node-list" else None
+        key = (path, node_id, tuple(fields or ()), as_json)
+
+        def make() -> str:
+            table = self.source.table(path, node_id=node_id)
+            return render(table, as_json, fields)
+
+        body = self.cache.get(key, make)
+        if as_json:
+            return 200, "application/json", body
+        return 200, "text/plain", body + "\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    webapp: WebApp
+    server_version = "nodepool_ng"
+
+    def do_GET(self) -> None:
+        try:
+            status, ctype, body = self.webapp.respond(self.path, self.headers.get("Accept", ""))
+        except NodepoolError as e:
+            # ZooKeeper unreachable and the like: say so; no traceback in the log for it.
+            log.warning("Cannot serve %s: %s", self.path, e)
+            status, ctype, body = 503, "text/plain", f"Service unavailable: {e}"
+        except Exception:
+            log.exception("Error serving %s", self.path)
+            status, ctype, body = 500, "text/plain", "Internal error"
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", f"{ctype}; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
