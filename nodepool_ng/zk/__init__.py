@@ -1,0 +1,1 @@
+"""ZooKeeper access: the tree (`paths`), the session (`client`), caches, locks and stores."""

@@ -1,0 +1,156 @@
+"""THE ZooKeeper tree: every path nodepool_ng reads or writes, and parsers for them (spec §1.1).
+
+Relative to the client's chroot. Parsers return None for paths that are not of their kind,
+so cache event handlers can route on them.
+"""
+
+from __future__ import annotations
+
+ROOT = "/nodepool"
+NODES_ROOT = f"{ROOT}/nodes"
+REQUESTS_ROOT = f"{ROOT}/requests"
+REQUEST_LOCKS_ROOT = f"{ROOT}/requests-lock"
+IMAGES_ROOT = f"{ROOT}/images"
+COMPONENTS_ROOT = f"{ROOT}/components"
+ELECTIONS_ROOT = f"{ROOT}/elections"
+STATS_ELECTION = f"{ELECTIONS_ROOT}/stats"
+# Defined upstream but unused since launchers register as components.
+LAUNCHERS_ROOT = f"{ROOT}/launchers"
+
+LOCK = "lock"
+
+
+# -- nodes ---------------------------------------------------------------------------------
+def node_path(node_id: str) -> str:
+    return f"{NODES_ROOT}/{node_id}"
+
+
+def node_lock_path(node_id: str) -> str:
+    return f"{NODES_ROOT}/{node_id}/{LOCK}"
+
+
+def parse_node_path(path: str) -> tuple[str, bool, str | None] | None:
+    """`/nodepool/nodes/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
+    rest = _under(path, NODES_ROOT)
+    if not rest:
+        return None
+    parts = rest.split("/")
+    if len(parts) == 1:
+        return parts[0], False, None
+    if parts[1] != LOCK or len(parts) > 3:
+        return None
+    return parts[0], True, parts[2] if len(parts) == 3 else None
+
+
+# -- requests ------------------------------------------------------------------------------
+def request_path(request_id: str) -> str:
+    return f"{REQUESTS_ROOT}/{request_id}"
+
+
+def request_prefix(priority: str) -> str:
+    """Path prefix for a sequence create: `/nodepool/requests/<prio>-`."""
+    return f"{REQUESTS_ROOT}/{priority}-"
+
+
+def request_lock_path(request_id: str) -> str:
+    return f"{REQUEST_LOCKS_ROOT}/{request_id}"
+
+
+def parse_request_path(path: str) -> str | None:
+    """`/nodepool/requests/<id>` -> id."""
+    rest = _under(path, REQUESTS_ROOT)
+    if not rest or "/" in rest:
+        return None
+    return rest
+
+
+# -- images --------------------------------------------------------------------------------
+def image_path(image: str) -> str:
+    return f"{IMAGES_ROOT}/{image}"
+
+
+def image_pause_path(image: str) -> str:
+    return f"{IMAGES_ROOT}/{image}/pause"
+
+
+def image_request_build_path(image: str) -> str:
+    return f"{IMAGES_ROOT}/{image}/request-build"
+
+
+def builds_path(image: str) -> str:
+    return f"{IMAGES_ROOT}/{image}/builds"
+
+
+def image_build_lock_path(image: str) -> str:
+    """Image-level build lock: one builder builds an image at a time."""
+    return f"{IMAGES_ROOT}/{image}/builds/{LOCK}"
+
+
+def build_path(image: str, build_id: str) -> str:
+    return f"{IMAGES_ROOT}/{image}/builds/{build_id}"
+
+
+def build_lock_path(image: str, build_id: str) -> str:
+    return f"{build_path(image, build_id)}/{LOCK}"
+
+
+def build_providers_path(image: str, build_id: str) -> str:
+    return f"{build_path(image, build_id)}/providers"
+
+
+def uploads_path(image: str, build_id: str, provider: str) -> str:
+    return f"{build_path(image, build_id)}/providers/{provider}/images"
+
+
+def upload_lock_path(image: str, build_id: str, provider: str) -> str:
+    """Per build+provider upload lock."""
+    return f"{uploads_path(image, build_id, provider)}/{LOCK}"
+
+
+def upload_path(image: str, build_id: str, provider: str, upload_id: str) -> str:
+    return f"{uploads_path(image, build_id, provider)}/{upload_id}"
+
+
+def upload_number_lock_path(image: str, build_id: str, provider: str, upload_id: str) -> str:
+    """Per-upload lock, used when deleting an upload."""
+    return f"{upload_path(image, build_id, provider, upload_id)}/{LOCK}"
+
+
+def parse_build_path(path: str) -> tuple[str, str] | None:
+    """`/nodepool/images/<image>/builds/<build>` -> (image, build)."""
+    rest = _under(path, IMAGES_ROOT)
+    parts = rest.split("/") if rest else []
+    if len(parts) != 3 or parts[1] != "builds" or parts[2] == LOCK:
+        return None
+    return parts[0], parts[2]
+
+
+def parse_upload_path(path: str) -> tuple[str, str, str, str] | None:
+    """`.../images/<image>/builds/<b>/providers/<p>/images/<u>` -> (image, build, provider, u)."""
+    rest = _under(path, IMAGES_ROOT)
+    parts = rest.split("/") if rest else []
+    if (
+        len(parts) != 7
+        or parts[1] != "builds"
+        or parts[3] != "providers"
+        or parts[5] != "images"
+        or parts[6] == LOCK
+    ):
+        return None
+    return parts[0], parts[2], parts[4], parts[6]
+
+
+# -- components and elections --------------------------------------------------------------
+def component_root(kind: str) -> str:
+    return f"{COMPONENTS_ROOT}/{kind}"
+
+
+def component_prefix(kind: str, hostname: str) -> str:
+    """Prefix for the ephemeral-sequential registration znode `<hostname><seq10>`."""
+    return f"{COMPONENTS_ROOT}/{kind}/{hostname}"
+
+
+def _under(path: str, root: str) -> str | None:
+    if not path.startswith(root + "/"):
+        return None
+    return path[len(root) + 1 :]

@@ -1,0 +1,210 @@
+"""RequestStore: `/nodepool/requests` records, their locks under `/nodepool/requests-lock`."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from kazoo.exceptions import BadVersionError, NotEmptyError
+
+from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
+from nodepool_ng.model.request import DEFAULT_PRIORITY, NodeRequest, format_priority
+from nodepool_ng.zk import locks, paths
+from nodepool_ng.zk.cache import RecordCache
+from nodepool_ng.zk.client import ZooKeeperClient
+
+log = logging.getLogger("nodepool_ng.zk.requests")
+
+
+def _parse(path: str) -> tuple[str, str | None] | None:
+    request_id = paths.parse_request_path(path)
+    return None if request_id is None else (request_id, None)
+
+
+def _stamp(request: NodeRequest, version: int | None, contenders: frozenset[str]) -> None:
+    if version is not None:
+        request.zk_version = version
+
+
+class RequestStore:
+    """Submit, read, write, lock and delete node requests; cached sorted iteration."""
+
+    def __init__(self, client: ZooKeeperClient) -> None:
+        self.client = client
+        self.cache: RecordCache[NodeRequest] = RecordCache(
+            client, paths.REQUESTS_ROOT, _parse, NodeRequest.from_json, _stamp
+        )
+        self._cache_started = False
+
+    # -- cache -------------------------------------------------------------------------------
+    def start_cache(self, timeout: float | None = None) -> bool:
+        """Start the watch-driven cache; True once the initial copy is loaded."""
+        self._cache_started = True
+        return self.cache.start(timeout)
+
+    def stop_cache(self) -> None:
+        """Stop the cache."""
+        if self._cache_started:
+            self.cache.stop()
+            self._cache_started = False
+
+    def add_listener(self, listener: Callable[[str, NodeRequest | None], None]) -> None:
+        """Call `listener(request_id, request_or_None)` on every change (cache thread)."""
+        self.cache.add_listener(listener)
+
+    def cached_requests(self) -> list[NodeRequest]:
+        """Cached requests sorted by (priority, relative_priority, sequence). Read-only."""
+        return sorted(self.cache.values(), key=lambda r: r.sort_key)
+
+    def cached_request(self, request_id: str) -> NodeRequest | None:
+        """One cached request or None."""
+        return self.cache.get(request_id)
+
+    # -- records -----------------------------------------------------------------------------
+    def submit(
+        self,
+        request: NodeRequest,
+        priority: int | str = DEFAULT_PRIORITY,
+        ephemeral: bool = False,
+    ) -> str:
+        """Create `/nodepool/requests/<prio>-<seq>`; sets and returns `request.id`.
+
+        Fills `event_id` (uuid4 hex) and `created_time` when absent, like upstream. The
+        launcher's min-ready requests are `ephemeral=True` (they die with the session).
+        """
+        if request.event_id is None:
+            request.event_id = uuid.uuid4().hex
+        if request.created_time is None:
+            request.created_time = time.time()
+        created = self.client.create(
+            paths.request_prefix(format_priority(priority)),
+            request.to_json(),
+            ephemeral=ephemeral,
+            sequence=True,
+            what="new request",
+        )
+        request.id = created.rsplit("/", 1)[-1]
+        request.zk_version = 0
+        return request.id
+
+    def get(self, request_id: str) -> NodeRequest:
+        """Read a request from ZooKeeper (not the cache). RecordNotFound if gone."""
+        data, stat = self.client.get(paths.request_path(request_id),
+                                     what=f"request {request_id}")
+        try:
+            request = NodeRequest.from_json(request_id, data)
+        except ValueError as e:
+            raise ZooKeeperError(str(e)) from e
+        request.zk_version = stat.version
+        return request
+
+    def exists(self, request_id: str) -> bool:
+        """True if the request znode exists."""
+        return self.client.exists(paths.request_path(request_id)) is not None
+
+    def refresh(self, request: NodeRequest) -> NodeRequest:
+        """Re-read `request` in place (keeps its lock); RecordNotFound if gone."""
+        if request.id is None:
+            raise ValueError("request has no id")
+        fresh = self.get(request.id)
+        lock = request.lock
+        for name in request.__dataclass_fields__:
+            if name != "lock":
+                object.__setattr__(request, name, getattr(fresh, name))
+        request.lock = lock
+        return request
+
+    def store(self, request: NodeRequest, check_version: bool = False) -> None:
+        """Write an existing request (RecordNotFound if the requestor deleted it)."""
+        if request.id is None:
+            raise ValueError("request has no id; use submit()")
+        version = request.zk_version if check_version else -1
+        try:
+            stat = self.client.set(paths.request_path(request.id), request.to_json(), version,
+                                   what=f"request {request.id}")
+        except BadVersionError as e:
+            raise ZooKeeperError(f"request {request.id}: changed since read") from e
+        request.zk_version = stat.version
+
+    def delete(self, request: NodeRequest | str) -> None:
+        """Delete the request znode and its lock dir; missing is fine."""
+        request_id = request if isinstance(request, str) else request.id
+        if request_id is None:
+            raise ValueError("request has no id")
+        self.client.delete(paths.request_path(request_id), what=f"request {request_id}")
+        self.delete_lock_dir(request_id)
+
+    def ids(self) -> list[str]:
+        """Request ids in ZooKeeper (direct read), in upstream's order minus relative prio."""
+        return sorted(self.client.get_children(paths.REQUESTS_ROOT))
+
+    def read_all(self) -> list[NodeRequest]:
+        """All requests read directly, sorted by sort_key (for the CLI)."""
+        out = []
+        for request_id in self.ids():
+            try:
+                out.append(self.get(request_id))
+            except RecordNotFound:
+                continue
+            except ZooKeeperError as e:
+                log.warning("skipping request %s: %s", request_id, e)
+        return sorted(out, key=lambda r: r.sort_key)
+
+    # -- locks -------------------------------------------------------------------------------
+    def lock(
+        self,
+        request: NodeRequest,
+        blocking: bool = False,
+        timeout: float | None = None,
+        identifier: str | None = None,
+    ) -> None:
+        """Take `/nodepool/requests-lock/<id>`; LockError if not taken. Non-blocking by
+        default; re-read (`refresh`) and re-check state afterwards."""
+        if request.id is None:
+            raise ValueError("request has no id")
+        if request.lock is not None and request.lock.is_acquired:
+            raise LockError(f"request {request.id}: already locked by this process")
+        lock = locks.make_lock(self.client, paths.request_lock_path(request.id), identifier)
+        locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
+                      what=f"request {request.id}")
+        request.lock = lock
+
+    def unlock(self, request: NodeRequest) -> None:
+        """Release the request lock if held."""
+        locks.release(request.lock)
+        request.lock = None
+
+    def is_locked(self, request_id: str) -> bool:
+        """True if the request lock has a contender (direct read)."""
+        return locks.is_locked(self.client, paths.request_lock_path(request_id))
+
+    def delete_lock_dir(self, request_id: str) -> None:
+        """Remove an empty lock dir (skipped when someone holds the lock)."""
+        try:
+            self.client.call(f"request lock {request_id}", self.client.kazoo.delete_async,
+                             paths.request_lock_path(request_id))
+        except (RecordNotFound, NotEmptyError):
+            pass
+
+    def cleanup_lock_dirs(self, min_age: float = 8 * 3600.0) -> int:
+        """Delete lock dirs whose request is gone and that are unused and older than
+        `min_age` seconds (upstream's cleanup); returns how many were removed."""
+        removed = 0
+        now = time.time()
+        existing = set(self.client.get_children(paths.REQUESTS_ROOT))
+        for request_id in self.client.get_children(paths.REQUEST_LOCKS_ROOT):
+            if request_id in existing:
+                continue
+            try:
+                stat = self.client.exists(paths.request_lock_path(request_id))
+            except ZooKeeperError:
+                continue
+            if stat is None or now - stat.mtime / 1000.0 < min_age:
+                continue
+            if stat.numChildren:
+                continue
+            self.delete_lock_dir(request_id)
+            removed += 1
+        return removed

@@ -1,0 +1,1 @@
+"""Tests against a real ZooKeeper (one chroot per test)."""

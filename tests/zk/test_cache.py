@@ -1,0 +1,83 @@
+"""Watch-driven caches: events for create/update/delete, lock contenders, reconnect."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from kazoo.client import KazooClient
+
+from nodepool_ng.model.node import Node, NodeState
+from nodepool_ng.model.request import NodeRequest
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
+from tests.zk.util import expire_session, wait_for
+
+
+def test_node_cache_sees_create_update_delete_and_locks(
+    zk_client: ZooKeeperClient, kazoo_client: KazooClient
+) -> None:
+    store = NodeStore(zk_client)
+    preexisting = store.create(Node(state=NodeState.READY, type=["a"]))
+    events: list[tuple[str, str | None]] = []
+    changed = threading.Event()
+
+    def listener(node_id: str, node: Node | None) -> None:
+        events.append((node_id, node.state if node else None))
+        changed.set()
+
+    store.add_listener(listener)
+    assert store.start_cache(timeout=10)
+    try:
+        assert [n.id for n in store.cached_nodes()] == [preexisting]
+
+        # A node created by someone else (plain kazoo) shows up.
+        path = kazoo_client.create("/nodepool/nodes/", json.dumps(
+            {"state": "building", "type": ["b"]}).encode(), sequence=True)
+        other_id = path.rsplit("/", 1)[-1]
+        wait_for(lambda: store.cached_node(other_id) is not None, what="created node")
+
+        node = store.get(preexisting)
+        node.set_state(NodeState.IN_USE)
+        store.store(node)
+        wait_for(lambda: (cached := store.cached_node(preexisting)) is not None
+                 and cached.state is NodeState.IN_USE, what="updated node")
+
+        store.lock(node)
+        wait_for(lambda: store.cache.contenders(preexisting), what="lock contender")
+        cached = store.cached_node(preexisting)
+        assert cached is not None and cached.lock_contenders
+        store.unlock(node)
+        wait_for(lambda: not store.cache.contenders(preexisting), what="lock released")
+
+        store.delete(other_id)
+        wait_for(lambda: store.cached_node(other_id) is None, what="deleted node")
+        assert (other_id, None) in events
+        assert (preexisting, NodeState.IN_USE) in events
+    finally:
+        store.stop_cache()
+
+
+def test_request_cache_sorted_and_survives_session_expiry(
+    zk_client: ZooKeeperClient, kazoo_client: KazooClient
+) -> None:
+    store = RequestStore(zk_client)
+    assert store.start_cache(timeout=10)
+    try:
+        low = store.submit(NodeRequest(node_types=["a"]), priority=300)
+        high = store.submit(NodeRequest(node_types=["a"]), priority=100)
+        ephemeral = store.submit(NodeRequest(node_types=["a"]), priority=900, ephemeral=True)
+        wait_for(lambda: len(store.cached_requests()) == 3, what="three requests")
+        assert [r.id for r in store.cached_requests()] == [high, low, ephemeral]
+
+        expire_session(zk_client)
+        # Our ephemeral request died with the old session; the cache notices after resync.
+        wait_for(lambda: store.cached_request(ephemeral) is None, what="ephemeral gone")
+        # And keeps following changes on the new session.
+        kazoo_client.delete(f"/nodepool/requests/{low}")
+        wait_for(lambda: [r.id for r in store.cached_requests()] == [high], what="resync")
+        newer = store.submit(NodeRequest(node_types=["b"]), priority=200)
+        wait_for(lambda: store.cached_request(newer) is not None, what="new after expiry")
+    finally:
+        store.stop_cache()
