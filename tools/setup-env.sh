@@ -29,7 +29,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing python packages into $VENV" >&2
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e ".[test]"
+    # (this machine's pip config names local mirrors that may be absent: drop that noise)
+    "$VENV/bin/pip" install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+    "$VENV/bin/pip" install -q -e ".[test]" 2>&1 | { grep -v "^WARNING: Location" || true; }
     echo "$want" > "$stamp"
 fi
