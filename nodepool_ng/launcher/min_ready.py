@@ -5,6 +5,12 @@ For each label served by one of our pools: missing = min-ready - READY unallocat
 `node_types=[label]`, requestor `NodePool:min-ready`, reuse false, priority 900, ephemeral.
 Fulfilled ones are released (nodes' `allocated_to` cleared, request deleted); failed ones
 deleted. Woken by the node and request caches.
+
+The caches lag our own writes by a few milliseconds, so the count must not trust them for
+what this worker just did: a request we submitted counts as outstanding until we see it
+finished (the cache may not show it yet), and a node we just released counts as ready
+while the cache still shows it allocated to the released request. Without that, a pass in
+between asks for an extra node (min-ready 1 -> 2 ready).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ class MinReadyWorker(Worker):
         self.zk = zk
         self._wanted = wanted
         self.submitted: dict[str, str] = {}  # our request id -> label
+        # node id -> the min-ready request it was released from (until the cache shows it)
+        self.released: dict[str, str] = {}
         self.mlog = get_logger("nodepool_ng.launcher.min_ready")
 
     def run_once(self) -> float | None:
@@ -47,16 +55,25 @@ class MinReadyWorker(Worker):
         if not wanted:
             return None
         ready: Counter[str] = Counter()
-        for node in self.zk.nodes():
-            if node.state is NodeState.READY and not node.allocated_to:
+        cached_nodes = {node.id: node for node in self.zk.nodes()}
+        for node_id, request_id in list(self.released.items()):
+            node = cached_nodes.get(node_id)
+            if node is None or node.allocated_to != request_id:
+                del self.released[node_id]  # the cache caught up (or the node is gone)
+        for node in cached_nodes.values():
+            if node.state is NodeState.READY and (
+                not node.allocated_to or self.released.get(node.id or "") == node.allocated_to
+            ):
                 for label in set(node.type):
                     ready[label] += 1
-        outstanding: Counter[str] = Counter()
+        # Ours count until we see them finished, whether or not the cache has them yet.
+        outstanding: Counter[str] = Counter(self.submitted.values())
         for req in self.zk.requests():
             if (
                 req.requestor == MIN_READY_REQUESTOR
                 and len(req.node_types) == 1
-                and (req.state in OPEN or req.id in self.submitted)
+                and req.state in OPEN
+                and req.id not in self.submitted
             ):
                 outstanding[req.node_types[0]] += 1
         for label, min_ready in wanted.items():
@@ -87,6 +104,7 @@ class MinReadyWorker(Worker):
                         if node.allocated_to == request_id:
                             node.allocated_to = None
                             self.zk.store_node(node)
+                            self.released[node_id] = request_id
                     finally:
                         self.zk.unlock_node(node)
             if req.state in (RequestState.FULFILLED, RequestState.FAILED):

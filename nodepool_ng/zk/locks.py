@@ -1,15 +1,20 @@
 """Lock helpers around kazoo's `Lock` recipe (compatible with Zuul's node locks).
 
-kazoo's `Lock.acquire` retries forever while disconnected, even with `blocking=False`. To keep
-the promise that no call blocks a worker forever, `acquire()` runs the kazoo acquisition on a
-helper thread and waits for it with a deadline; if it gives up, the late result is released
-by the helper thread so no contender znode is left behind.
+kazoo's `Lock.acquire` retries forever while disconnected, even with `blocking=False` (a
+request queued while kazoo reconnects waits for the connection, with no timeout). To keep
+the promise that no call blocks a worker forever, `acquire()` runs the kazoo acquisition on
+a small shared pool of helper threads and waits for it with a deadline; if it gives up, the
+late result is released by the helper so no contender znode is left behind. A pool, not a
+thread per attempt: starting a thread costs a GIL hand-over and ~0.1 ms on every lock, and
+the launcher takes several locks per request. Attempts abandoned before a helper picked
+them up (all helpers stuck while disconnected) are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kazoo.exceptions import CancelledError, KazooException, LockTimeout
@@ -22,6 +27,19 @@ log = logging.getLogger("nodepool_ng.zk.locks")
 
 # kazoo Lock contender names end in `__lock__<seq10>`.
 _SEQ_LEN = 10
+
+# Concurrent lock attempts in one process (the launcher: a few per pool worker at most).
+_HELPERS = 32  # threads are started on demand
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _helpers() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_HELPERS, thread_name_prefix="zk-lock")
+        return _pool
 
 
 def make_lock(client: ZooKeeperClient, path: str, identifier: str | None = None) -> Lock:
@@ -49,26 +67,33 @@ def acquire(
     outcome: dict[str, Any] = {}
     done = threading.Event()
     abandoned = threading.Event()
+    handover = threading.Lock()  # "done" and "abandoned" are decided under it, never both
 
     def run() -> None:
+        if abandoned.is_set():
+            return  # the caller gave up while every helper was busy
         try:
             outcome["got"] = lock.acquire(
                 blocking=blocking, timeout=wait_limit if blocking else None
             )
         except BaseException as e:  # reported to the waiting caller
             outcome["error"] = e
-        done.set()
-        if abandoned.is_set() and outcome.get("got"):
+        with handover:
+            orphan = abandoned.is_set()
+            done.set()
+        if orphan and outcome.get("got"):
             # The caller gave up before we got it: do not keep a lock nobody owns.
             _release_quietly(lock)
 
-    thread = threading.Thread(target=run, name=f"zk-lock {lock.path}", daemon=True)
-    thread.start()
+    _helpers().submit(run)
     # A little slack over kazoo's own timeout so its LockTimeout wins normally.
     if not done.wait(wait_limit + 1.0):
-        abandoned.set()
-        lock.cancel()
-        raise LockError(f"{what}: could not take lock within {wait_limit}s")
+        with handover:
+            if not done.is_set():
+                abandoned.set()
+        if abandoned.is_set():
+            lock.cancel()
+            raise LockError(f"{what}: could not take lock within {wait_limit}s")
     error = outcome.get("error")
     if isinstance(error, (LockTimeout, CancelledError)):
         raise LockError(f"{what}: held elsewhere (timed out after {wait_limit}s)") from error

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,9 @@ class Sampler(threading.Thread):
         return float(t.user + t.system)
 
 
-def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path) -> dict:
+def run_scenario(
+    name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None
+) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
     clouds = [{"name": f"cloud{i}", "boot_delay": 0.1} for i in range(sc["providers"])]
     sim = SimCloudService(build_profiles({"clouds": clouds}))
@@ -138,6 +141,7 @@ def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path)
         stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
     sampler = Sampler(proc.pid)
     sampler.start()
+    spy = None
     try:
         deadline = time.monotonic() + 60
         while not (kz.exists("/nodepool/components/pool")
@@ -163,10 +167,17 @@ def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path)
                 time.sleep(0.1)
         time.sleep(0.5)
         idle_rss = sampler.proc.memory_info().rss
+        if profile_dir:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                 "-f", "raw", "-o", str(Path(profile_dir) / f"launcher-{name}.txt"),
+                 "--nonblocking", "-r", "50"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = sampler.cpu()
         done: queue.Queue[tuple[str, float, dict[str, Any]]] = queue.Queue()
         submitted: dict[str, float] = {}
         finished: set[str] = set()
+        pending: dict[str, float] = {}  # first seen no longer `requested` (accepted)
         lock = threading.Lock()
 
         def watch(rid: str) -> None:
@@ -174,6 +185,8 @@ def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path)
                 if data is None:
                     return False
                 req = json.loads(data)
+                if req["state"] != "requested":
+                    pending.setdefault(rid, time.monotonic())
                 if req["state"] in ("fulfilled", "failed"):
                     with lock:
                         if rid in finished:
@@ -205,15 +218,21 @@ def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path)
         elapsed = time.monotonic() - start
         cpu = sampler.cpu() - cpu0
         latencies.sort()
+        accepted = sorted(pending[r] - submitted[r] for r in pending)
         return {
             "scenario": name, "desc": sc["desc"], "requests": sc["count"], "failed": failed,
             "p50": statistics.median(latencies),
             "p95": latencies[max(0, int(len(latencies) * 0.95) - 1)],
-            "max": latencies[-1], "req_per_s": sc["count"] / elapsed, "cpu_s": cpu,
+            "max": latencies[-1],
+            "accept_p50": statistics.median(accepted) if accepted else float("nan"),
+            "req_per_s": sc["count"] / elapsed, "cpu_s": cpu,
             "idle_rss_mb": idle_rss / 2**20, "peak_rss_mb": sampler.peak / 2**20,
         }
     finally:
         sampler.stop_event.set()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         proc.terminate()
         try:
             proc.wait(30)
@@ -229,6 +248,8 @@ def run_scenario(name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="a,b,c,d")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record the launcher with py-spy (raw format) into DIR")
     args = parser.parse_args()
     zk = ZooKeeperServer()
     zk.start()
@@ -236,10 +257,11 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
             for name in args.scenarios.split(","):
-                res = run_scenario(name, SCENARIOS[name], zk, Path(tmp))
+                res = run_scenario(name, SCENARIOS[name], zk, Path(tmp), args.profile)
                 results.append(res)
                 print(f"({res['scenario']}) {res['desc']}: p50 {res['p50']:.3f}s "
                       f"p95 {res['p95']:.3f}s max {res['max']:.3f}s "
+                      f"(accepted p50 {res['accept_p50']:.3f}s) "
                       f"{res['req_per_s']:.1f} req/s, failed {res['failed']}, "
                       f"launcher CPU {res['cpu_s']:.1f}s, idle RSS {res['idle_rss_mb']:.0f} MB, "
                       f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
