@@ -159,9 +159,11 @@ class ImageAdapter(Protocol):
         ...
 
     def upload_image(self, name: str, filename: str, disk_format: str | None,
-                     metadata: Mapping[str, str], timeout: float) -> str:
+                     metadata: Mapping[str, str], timeout: float,
+                     md5: str | None = None, sha256: str | None = None) -> str:
         """Upload and wait until usable; returns the external id. One attempt: raises
-        TemporaryCloudError (worth retrying) or PermanentCloudError."""
+        TemporaryCloudError (worth retrying) or PermanentCloudError. `md5`/`sha256` are the
+        file's checksums when known (the builder's checksum files)."""
         ...
 
     def delete_image(self, external_id: str) -> None: ...

@@ -1,0 +1,90 @@
+"""What the builder's workers share: config, ZooKeeper stores, cloud adapters, identity.
+
+The service swaps `config` and the adapters on reload; workers read `ctx.config` once per pass
+so a pass sees one consistent config.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+from nodepool_ng.builder import formats
+from nodepool_ng.config.models import Config, DiskImageConfig, ProviderConfig
+from nodepool_ng.drivers.base import ImageAdapter
+from nodepool_ng.errors import ConfigError
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.images import ImageStore
+
+
+class BuilderContext:
+    def __init__(
+        self,
+        config: Config,
+        zk: ZooKeeperClient,
+        images: ImageStore,
+        hostname: str,
+        builder_id: str,
+        adapters: Mapping[str, ImageAdapter] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._config = config
+        self.zk = zk
+        self.images = images
+        self.hostname = hostname
+        self.builder_id = builder_id
+        self._adapters: dict[str, ImageAdapter] = dict(adapters or {})
+        self.stopping = threading.Event()
+
+    # -- config and adapters (swapped by the service on reload) -------------------------------
+    @property
+    def config(self) -> Config:
+        with self._lock:
+            return self._config
+
+    def set_config(self, config: Config, adapters: Mapping[str, ImageAdapter]) -> None:
+        with self._lock:
+            self._config = config
+            self._adapters = dict(adapters)
+
+    def adapter(self, provider: str) -> ImageAdapter | None:
+        with self._lock:
+            return self._adapters.get(provider)
+
+    def adapters(self) -> dict[str, ImageAdapter]:
+        with self._lock:
+            return dict(self._adapters)
+
+    def zk_suspended(self) -> bool:
+        return not self.zk.is_connected
+
+    # -- derived facts ---------------------------------------------------------------------
+    def images_dir(self, config: Config) -> str:
+        if not config.images_dir:
+            raise ConfigError("images-dir is required to build images", path="images-dir")
+        return config.images_dir
+
+    def providers_of(self, config: Config, image: str) -> list[ProviderConfig]:
+        """Providers (by name) that upload `image`."""
+        return [
+            p
+            for _, p in sorted(config.providers.items())
+            if p.driver == "openstack" and p.diskimage(image) is not None
+        ]
+
+    def provider_format(self, provider: str) -> str | None:
+        adapter = self.adapter(provider)
+        return adapter.image_format if adapter is not None else None
+
+    def required_formats(self, config: Config, image: DiskImageConfig) -> tuple[str, ...]:
+        """The image's `formats` plus each using provider's cloud image format."""
+        wanted = []
+        for provider in self.providers_of(config, image.name):
+            fmt = self.provider_format(provider.name)
+            if fmt:
+                wanted.append(fmt)
+        return formats.required_formats(image.formats, wanted)
+
+    def output_base(self, config: Config, image: str, build_id: str) -> str:
+        return os.path.join(self.images_dir(config), f"{image}-{build_id}")
