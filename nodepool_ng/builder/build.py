@@ -126,6 +126,8 @@ class BuildWorker(Worker):
             timeout=float(image.build_timeout),
         )
         error: str | None = None
+        started = time.monotonic()
+        self.ctx.stats.build_started()
         try:
             dib.run_dib(job, retention=config.build_log_retention, stop=self.ctx.stopping)
             record.formats = formats.ensure_formats(job.output_base, required)
@@ -146,5 +148,8 @@ class BuildWorker(Worker):
             formats.remove_build_files(job.output_base)
             record.state = BuildState.FAILED
             record.extra[ERROR_KEY] = error
+        self.ctx.stats.build_finished(
+            image.name, error is None, time.monotonic() - started, job.output_base, record.formats
+        )
         store.store_build(record)
         return BuildOutcome(image.name, build_id, record.state, error)

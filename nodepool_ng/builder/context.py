@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping
 
 from nodepool_ng.builder import formats
+from nodepool_ng.builder.stats import BuilderStats
 from nodepool_ng.config.models import Config, DiskImageConfig, ProviderConfig
 from nodepool_ng.drivers.base import ImageAdapter
 from nodepool_ng.errors import ConfigError
@@ -36,6 +37,7 @@ class BuilderContext:
         self.builder_id = builder_id
         self._adapters: dict[str, ImageAdapter] = dict(adapters or {})
         self.stopping = threading.Event()
+        self.stats = BuilderStats(hostname)
 
     # -- config and adapters (swapped by the service on reload) -------------------------------
     @property

@@ -30,6 +30,7 @@ from nodepool_ng.builder.upload import UploadBackoff, UploadOutcome, UploadWorke
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
 from nodepool_ng.errors import ConfigError, NodepoolError
+from nodepool_ng.events import BuilderEvents, start_builder_events
 from nodepool_ng.model.component import BuilderComponent, ComponentState
 from nodepool_ng.model.image import BuildState
 from nodepool_ng.zk import paths
@@ -110,6 +111,7 @@ class Builder:
         self.scheduler: BackgroundScheduler | None = None
         self._stopped = threading.Event()
         self._watched_images: set[str] = set()
+        self.events: BuilderEvents | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +139,8 @@ class Builder:
             builder_id,
             self._update_adapters(config),
         )
+        # MQTT events of this builder's builds and uploads (an observer of the image tree).
+        self.events = start_builder_events(config, self.hostname, self.zk, builder_id)
         self.components = ComponentRegistry(self.zk)
         self.component = BuilderComponent(hostname=self.hostname, version=__version__)
         self.components.register(self.component)
@@ -155,6 +159,7 @@ class Builder:
             worker.start()
         self._start_scheduler()
         self._watch_images(config)
+        self.ctx.stats.workers(self.num_build_workers, self.num_upload_workers)
         self.components.update(self.component, state=ComponentState.RUNNING)
         log.info(
             "Builder %s (id %s) started: %d build, %d upload workers",
@@ -184,6 +189,8 @@ class Builder:
             stop = getattr(adapter, "stop", None)
             if stop is not None:
                 stop()
+        if self.events is not None:
+            self.events.stop()
         if self.zk is not None:
             try:
                 if self.component is not None and self.components is not None:

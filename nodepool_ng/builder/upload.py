@@ -214,6 +214,8 @@ class UploadWorker(Worker):
             fmt,
         )
         error = None
+        started = time.monotonic()
+        self.ctx.stats.upload_started()
         try:
             md5, sha256 = formats.read_checksums(path)
             record.external_id = adapter.upload_image(
@@ -247,6 +249,9 @@ class UploadWorker(Worker):
             )
             record.state = UploadState.FAILED
             record.extra["error"] = error
+        self.ctx.stats.upload_finished(
+            image.name, provider.name, error is None, time.monotonic() - started
+        )
         store.store_upload(record)
         return UploadOutcome(provider.name, image.name, build.id, upload_id, record.state, error)
 

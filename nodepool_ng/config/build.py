@@ -16,6 +16,8 @@ from nodepool_ng.config.models import (
     Config,
     DiskImageConfig,
     LabelConfig,
+    MqttConfig,
+    MqttTLSConfig,
     PoolConfig,
     PoolLabelConfig,
     ProviderConfig,
@@ -131,6 +133,12 @@ def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> Config:
             top[key.replace("-", "_")] = raw[key]
     if "zookeeper-timeout" in raw:
         top["zookeeper_timeout"] = float(raw["zookeeper-timeout"])
+    mqtt = raw.get("mqtt")
+    if mqtt:
+        mqtt_tls = mqtt.get("tls")
+        top["mqtt"] = _make(
+            MqttConfig, mqtt, tls=_make(MqttTLSConfig, mqtt_tls) if mqtt_tls else None
+        )
     return Config(
         labels=labels,
         providers=providers,

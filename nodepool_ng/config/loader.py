@@ -108,6 +108,7 @@ _TOP_SECTIONS = (
     "zookeeper-servers",
     "tenant-resource-limits",
     "webapp",
+    "mqtt",
 )
 _PROVIDER_SECTIONS = ("pools", "diskimages", "cloud-images")
 

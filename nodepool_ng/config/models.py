@@ -51,6 +51,26 @@ class WebappConfig:
 
 
 @dataclass(frozen=True)
+class MqttTLSConfig:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """`mqtt`: where the daemons publish their events (doc/events.md)."""
+
+    host: str
+    port: int = 1883
+    topic_prefix: str = "nodepool"
+    qos: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: MqttTLSConfig | None = None
+
+
+@dataclass(frozen=True)
 class TenantResourceLimitConfig:
     """`tenant-resource-limits[]`: `limits` holds the `max-*` keys as written (any name)."""
 
@@ -262,6 +282,7 @@ class Config:
     build_log_retention: int = 7  # logs kept per image; -1 keeps all
     max_hold_age: int | None = None  # seconds; None = held nodes never expire
     tenant_resource_limits: Mapping[str, TenantResourceLimitConfig] = field(default_factory=dict)
+    mqtt: MqttConfig | None = None  # None: no events published
 
     def zookeeper_hosts(self) -> str:
         """kazoo's hosts string, e.g. `h1:2281,[::1]:2281/chroot`."""

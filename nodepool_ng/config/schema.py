@@ -87,6 +87,39 @@ ZOOKEEPER_TLS = {
     v.Required("ca"): str,
 }
 
+
+def _port(value: Any) -> int:
+    number = _int(value)
+    if not 0 < number < 65536:
+        raise v.Invalid("must be a port number (1-65535)")
+    return number
+
+
+def _topic_prefix(value: Any) -> str:
+    # Wildcards and empty levels are not valid in an MQTT topic that is published to.
+    if not isinstance(value, str) or not value or any(c in value for c in "+#\0"):
+        raise v.Invalid("expected a non-empty MQTT topic without + or #")
+    if value.startswith("/") or value.endswith("/"):
+        raise v.Invalid("must not start or end with /")
+    return value
+
+
+def _cert_with_key(value: dict[str, Any]) -> dict[str, Any]:
+    if ("cert" in value) != ("key" in value):
+        raise v.Invalid("cert and key must be given together")
+    return value
+
+
+MQTT = {
+    v.Required("host"): str,
+    "port": _port,
+    "topic-prefix": _topic_prefix,
+    "qos": v.In([0, 1], msg="expected 0 or 1"),
+    "username": str,
+    "password": str,
+    "tls": v.All({"ca": str, "cert": str, "key": str}, _cert_with_key),
+}
+
 TENANT_RESOURCE_LIMIT = {
     v.Required("tenant-name"): str,
     "max-cores": _int,
@@ -113,6 +146,7 @@ TOP_LEVEL = v.Schema(
         "providers": [dict],
         "max-hold-age": _int,
         "tenant-resource-limits": [TENANT_RESOURCE_LIMIT],
+        "mqtt": MQTT,
     }
 )
 

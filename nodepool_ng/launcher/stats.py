@@ -1,4 +1,4 @@
-"""Every statsd key the launcher emits (spec §8), in one place.
+"""What the launcher reports to statsd (spec §8); the names live in `nodepool_ng.metrics`.
 
 The statsd client comes from env STATSD_HOST / STATSD_PORT; without STATSD_HOST nothing is
 sent. Names are upstream's; a requestor's `.` and `:` become `_`.
@@ -7,50 +7,13 @@ sent. Names are upstream's; a requestor's `.` and `:` become `_`.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from nodepool_ng import metrics
+from nodepool_ng.metrics import NODE_STATES, make_client
+
 log = logging.getLogger("nodepool_ng.stats")
-
-NODE_STATES = (
-    "init",
-    "building",
-    "testing",
-    "ready",
-    "in-use",
-    "used",
-    "hold",
-    "deleting",
-    "failed",
-    "aborted",
-    "deleted",
-)
-
-
-def _norm(value: str) -> str:
-    return value.replace(".", "_").replace(":", "_")
-
-
-class _NullClient:
-    def incr(self, key: str, count: int = 1) -> None:
-        pass
-
-    def timing(self, key: str, ms: float) -> None:
-        pass
-
-    def gauge(self, key: str, value: float) -> None:
-        pass
-
-
-def make_client(env: Mapping[str, str] | None = None) -> object:
-    env = os.environ if env is None else env
-    host = env.get("STATSD_HOST")
-    if not host:
-        return _NullClient()
-    import statsd
-
-    return statsd.StatsClient(host, int(env.get("STATSD_PORT", "8125")))
 
 
 class LauncherStats:
@@ -70,6 +33,8 @@ class LauncherStats:
             log.debug("statsd timing %s failed", key, exc_info=True)
 
     def _gauge(self, key: str, value: float) -> None:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # "5|g" like upstream, not "5.0|g"
         try:
             self.client.gauge(key, value)  # type: ignore[attr-defined]
         except Exception:
@@ -80,11 +45,11 @@ class LauncherStats:
         self, result: str, provider: str, az: str | None, requestor: str | None, ms: float
     ) -> None:
         """result: `ready` or `error.<kind>` (quota, unknown, servercreatetimeout, keyscan...)."""
-        keys = [f"nodepool.launch.{result}", f"nodepool.launch.provider.{provider}.{result}"]
+        keys = [metrics.launch(result), metrics.launch_provider(provider, result)]
         if az:
-            keys.append(f"nodepool.launch.provider.{provider}.{az}.{result}")
+            keys.append(metrics.launch_provider_az(provider, az, result))
         if requestor:
-            keys.append(f"nodepool.launch.requestor.{_norm(requestor)}.{result}")
+            keys.append(metrics.launch_requestor(requestor, result))
         for key in keys:
             self._timing(key, ms)
             self._incr(key)
@@ -107,27 +72,27 @@ class LauncherStats:
                 labels.add(label)
                 per_label[(label, state)] += 1
         for state in NODE_STATES:
-            self._gauge(f"nodepool.nodes.{state}", total[state])
+            self._gauge(metrics.nodes(state), total[state])
             for provider in providers:
                 self._gauge(
-                    f"nodepool.provider.{provider}.nodes.{state}", per_provider[(provider, state)]
+                    metrics.provider_nodes(provider, state), per_provider[(provider, state)]
                 )
             for label in labels:
-                self._gauge(f"nodepool.label.{label}.nodes.{state}", per_label[(label, state)])
+                self._gauge(metrics.label_nodes(label, state), per_label[(label, state)])
         for provider, max_servers in providers.items():
             if max_servers is not None:
-                self._gauge(f"nodepool.provider.{provider}.max_servers", max_servers)
+                self._gauge(metrics.provider_max_servers(provider), max_servers)
 
     def addressable_requests(self, provider: str, pool: str, count: int) -> None:
-        self._gauge(f"nodepool.provider.{provider}.pool.{pool}.addressable_requests", count)
+        self._gauge(metrics.addressable_requests(provider, pool), count)
 
     # -- cleanup ---------------------------------------------------------------------------
     def leaked(self, provider: str, kind: str, count: int = 1) -> None:
         """kind: instances, floatingips, ports."""
         for _ in range(count):
-            self._incr(f"nodepool.provider.{provider}.leaked.{kind}")
+            self._incr(metrics.leaked(provider, kind))
 
     def zk_queues(self, hostname: str, values: Mapping[str, int]) -> None:
         """values: e.g. {"client.connection_queue": n, "node_cache.event_queue": n}."""
         for name, value in values.items():
-            self._gauge(f"nodepool.launcher.{_norm(hostname)}.zk.{name}", value)
+            self._gauge(metrics.launcher_zk(hostname, name), value)

@@ -1,0 +1,73 @@
+"""What the builder reports to statsd (spec §8); the names live in `nodepool_ng.metrics`.
+
+A failing statsd never affects a build or an upload: errors are logged at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from nodepool_ng import metrics
+
+log = logging.getLogger("nodepool_ng.builder.stats")
+
+
+class BuilderStats:
+    def __init__(self, hostname: str, client: object | None = None) -> None:
+        self.hostname = hostname
+        self.client = client if client is not None else metrics.make_client()
+        self._lock = threading.Lock()
+        self._current = {"current_builds": 0, "current_uploads": 0}
+
+    def _send(self, kind: str, key: str, value: float) -> None:
+        try:
+            if kind == "incr":
+                self.client.incr(key)  # type: ignore[attr-defined]
+            else:
+                getattr(self.client, kind)(key, value)
+        except Exception:  # stats must never break the builder
+            log.debug("statsd %s %s failed", kind, key, exc_info=True)
+
+    def workers(self, build_workers: int, upload_workers: int) -> None:
+        self._send("gauge", metrics.builder_gauge(self.hostname, "build_workers"), build_workers)
+        self._send("gauge", metrics.builder_gauge(self.hostname, "upload_workers"), upload_workers)
+
+    def _current_changed(self, name: str, delta: int) -> None:
+        with self._lock:
+            self._current[name] += delta
+            value = self._current[name]
+        self._send("gauge", metrics.builder_gauge(self.hostname, name), value)
+
+    def build_started(self) -> None:
+        self._current_changed("current_builds", 1)
+
+    def build_finished(
+        self, image: str, ok: bool, seconds: float, output_base: str, formats: Iterable[str]
+    ) -> None:
+        """rc is 0 for a good build, 1 for a failed one; sizes of the files written."""
+        self._current_changed("current_builds", -1)
+        if ok:
+            for fmt in formats:
+                try:
+                    size = os.path.getsize(f"{output_base}.{fmt}")
+                except OSError:
+                    continue
+                self._send("gauge", metrics.dib_image_build_size(image, fmt), size)
+        self._send("gauge", metrics.dib_image_build_status(image, "rc"), 0 if ok else 1)
+        self._send("timing", metrics.dib_image_build_status(image, "duration"), int(seconds * 1000))
+        self._send("gauge", metrics.dib_image_build_status(image, "last_build"), int(time.time()))
+
+    def upload_started(self) -> None:
+        self._current_changed("current_uploads", 1)
+
+    def upload_finished(self, image: str, provider: str, ok: bool, seconds: float) -> None:
+        """Like upstream, `image_update` counts and times successful uploads only."""
+        self._current_changed("current_uploads", -1)
+        if ok:
+            key = metrics.image_update(image, provider)
+            self._send("timing", key, int(seconds * 1000))
+            self._send("incr", key, 1)
