@@ -5,6 +5,9 @@
 * max-ready-age: READY unallocated nodes older than their label's limit -> `deleting`;
 * stale `init` nodes nobody locked (a launcher died between create and lock) -> `deleting`;
 * leaked servers: ours by metadata but without a node record, seen in two passes -> deleted;
+* leaked floating IPs (`clean-floating-ips`): unattached in two passes -> deleted;
+* leaked ports (`port-cleanup-interval`): DOWN, owner empty or `compute:*`, not a live
+  server's, in two checks at least the interval apart -> deleted;
 * old request lock dirs (8 h, upstream's LOCK_CLEANUP).
 
 Woken at `interval` and when a pool component disappears (a launcher died).
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from nodepool_ng.config.models import Config
+from nodepool_ng.drivers.base import Resource
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import LauncherZK
@@ -49,6 +53,10 @@ class CleanupWorker(Worker):
         self.stats = stats or LauncherStats()
         self._cleanup_lock_dirs = cleanup_lock_dirs
         self._leak_candidates: dict[str, set[str]] = {}  # provider -> external ids seen once
+        self._fip_candidates: dict[str, set[str]] = {}  # provider -> unattached last pass
+        # provider -> (time of the last port check, DOWN port ids seen then)
+        self._port_checks: dict[str, tuple[float, set[str]]] = {}
+        self._resource_errors: set[str] = set()  # providers whose listing failed (log once)
 
     def run_once(self) -> float | None:
         for task in (
@@ -56,6 +64,7 @@ class CleanupWorker(Worker):
             self.expire_ready_nodes,
             self.delete_stale_init_nodes,
             self.delete_leaked_instances,
+            self.delete_leaked_resources,
         ):
             if self.stopped:
                 break
@@ -177,3 +186,91 @@ class CleanupWorker(Worker):
                     runner.delete(inst.external_id, inst.node_id, lambda ok: None)
             # Seen once now: deleted next pass if still without a node.
             self._leak_candidates[provider] = leaked_now - seen_before
+
+    def delete_leaked_resources(self) -> None:
+        """Floating IPs and ports (OpenStack, spec §7.2); per provider, errors isolated."""
+        config = self._config()
+        now = time.monotonic()
+        for provider, runner in self._runners().items():
+            pcfg = config.providers.get(provider)
+            if pcfg is None or self.stopped:
+                continue
+            interval = pcfg.port_cleanup_interval
+            last = self._port_checks.get(provider)
+            check_ports = interval > 0 and (last is None or now - last[0] >= interval)
+            if not (pcfg.clean_floating_ips or check_ports):
+                continue
+            try:
+                resources = list(runner.adapter.list_resources())
+                live = {i.external_id for i in runner.adapter.list_instances()}
+            except Exception as e:
+                # Clouds without a network API cannot list ports: say so once, not every pass.
+                if provider not in self._resource_errors:
+                    log.warning("Provider %s: cannot list floating IPs/ports: %s", provider, e)
+                    self._resource_errors.add(provider)
+                continue
+            self._resource_errors.discard(provider)
+            if pcfg.clean_floating_ips:
+                self._clean_floating_ips(provider, runner, resources)
+            if check_ports:
+                self._clean_ports(provider, runner, resources, live, now)
+
+    def _clean_floating_ips(
+        self, provider: str, runner: ProviderRunner, resources: list[Resource]
+    ) -> None:
+        # Upstream deletes every unattached IP at once; a second pass spares the IP a launch
+        # has just created and is about to attach.
+        unattached = {
+            r.external_id
+            for r in resources
+            if r.kind == "floatingip" and not r.metadata.get("port_id")
+        }
+        seen_before = self._fip_candidates.get(provider, set())
+        for fip_id in sorted(unattached & seen_before):
+            if self._delete(runner, Resource("floatingip", fip_id), provider):
+                self.stats.leaked(provider, "floatingips")
+        self._fip_candidates[provider] = unattached - seen_before
+
+    def _clean_ports(
+        self,
+        provider: str,
+        runner: ProviderRunner,
+        resources: list[Resource],
+        live_servers: set[str],
+        now: float,
+    ) -> None:
+        down = {
+            r.external_id
+            for r in resources
+            if r.kind == "port"
+            and r.status == "DOWN"
+            and _port_owner_ok(r.metadata.get("device_owner", ""))
+            # A booting server's port is DOWN too: never touch a live server's port.
+            and r.metadata.get("device_id", "") not in live_servers
+        }
+        last = self._port_checks.get(provider)
+        seen_before = last[1] if last else set()
+        for port_id in sorted(down & seen_before):
+            if self._delete(runner, Resource("port", port_id), provider):
+                self.stats.leaked(provider, "ports")
+        self._port_checks[provider] = (now, down - seen_before)
+
+    def _delete(self, runner: ProviderRunner, resource: Resource, provider: str) -> bool:
+        try:
+            runner.adapter.delete_resource(resource)
+        except Exception as e:
+            log.warning(
+                "Provider %s: could not delete leaked %s %s: %s",
+                provider,
+                resource.kind,
+                resource.external_id,
+                e,
+            )
+            return False
+        log.info("Provider %s: deleted leaked %s %s", provider, resource.kind, resource.external_id)
+        return True
+
+
+def _port_owner_ok(owner: str) -> bool:
+    """Upstream only cleans ports nobody owns or that nova made (`compute:<az>`)."""
+    return not owner or owner.startswith("compute:")

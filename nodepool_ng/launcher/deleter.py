@@ -4,19 +4,28 @@ Woken by the node cache (and every `interval` as a safety net). An unlocked node
 state (used, in-use, building, failed, aborted, deleting, deleted) is locked, re-read, marked
 `deleting`, its server (and floating IPs: the driver's delete machine) deleted by the
 provider runner, then its znode removed. On failure it is unlocked and retried next pass.
-Locked nodes are somebody's (ours while building, Zuul's while in use): never touched.
+Locked nodes are somebody's (ours while building, Zuul's while in use): never touched;
+nor are nodes `busy` says our handlers hold (after a session expiry their locks are gone
+until the pool worker re-takes them).
+
+Taking a node for deletion (lock, re-read, `deleting`) is ~6 ZooKeeper round trips; done one
+node after the other that capped the launcher at a few deletions per 100 ms (and so at a
+few requests/s once the pool is at quota), so they run on a small bounded executor.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import CLEANUP_STATES, Node, NodeState
 from nodepool_ng.runtime.loop import Worker
+
+DELETE_STARTERS = 8  # nodes taken for deletion concurrently (ZooKeeper I/O, not CPU)
 
 
 class DeletedNodeWorker(Worker):
@@ -26,25 +35,35 @@ class DeletedNodeWorker(Worker):
         runners: Callable[[], dict[str, ProviderRunner]],
         interval: float = 5.0,
         paused: Callable[[], bool] | None = None,
+        busy: Callable[[], set[str]] | None = None,
     ) -> None:
         super().__init__("DeletedNodeWorker", interval=interval, paused=paused)
         self.zk = zk
         self._runners = runners
+        self._busy = busy or set
         self._in_progress: set[str] = set()
+        self._queued: set[str] = set()  # being taken for deletion by a starter thread
         self._lock = threading.Lock()
+        self._starters: ThreadPoolExecutor | None = None
 
     def run_once(self) -> float | None:
         runners = self._runners()
+        busy = self._busy()
         for node in self.zk.nodes():
             if self.stopped:
                 break
-            if not node.id or node.provider not in runners or self.zk.node_locked(node):
+            if (
+                not node.id
+                or node.provider not in runners
+                or node.id in busy
+                or self.zk.node_locked(node)
+            ):
                 continue
             with self._lock:
-                if node.id in self._in_progress:
+                if node.id in self._in_progress or node.id in self._queued:
                     continue
             if node.state in CLEANUP_STATES:
-                self._start_delete(node.id, runners[node.provider or ""])
+                self._submit_delete(node.id, runners[node.provider or ""])
             elif (
                 node.state is NodeState.READY
                 and node.allocated_to
@@ -52,6 +71,28 @@ class DeletedNodeWorker(Worker):
             ):
                 self._deallocate(node.id, node.allocated_to)
         return None
+
+    def _submit_delete(self, node_id: str, runner: ProviderRunner) -> None:
+        with self._lock:
+            self._queued.add(node_id)
+            if self._starters is None:
+                self._starters = ThreadPoolExecutor(DELETE_STARTERS, "delete-start")
+
+        def run() -> None:
+            try:
+                self._start_delete(node_id, runner)
+            except Exception:
+                get_logger("nodepool_ng.launcher.deleter", node_id=node_id).exception(
+                    "Could not start deleting the node; retrying later")
+            finally:
+                with self._lock:
+                    self._queued.discard(node_id)
+
+        self._starters.submit(run)
+
+    def on_stop(self) -> None:
+        if self._starters is not None:
+            self._starters.shutdown(wait=True, cancel_futures=True)
 
     def _start_delete(self, node_id: str, runner: ProviderRunner) -> None:
         node = self.zk.lock_fresh_node(node_id)
@@ -77,7 +118,8 @@ class DeletedNodeWorker(Worker):
             node.external_id = self._find_server(runner, node)
         if node.external_id:
             log.info("Deleting server %s", node.external_id)
-            runner.delete(node.external_id, node_id, lambda ok: self._finish(node, ok))
+            # Removing the record is ZooKeeper I/O: keep it off the runner's thread.
+            runner.delete(node.external_id, node_id, lambda ok: self._finish_later(node, ok))
         else:
             self._finish(node, True)
 
@@ -91,6 +133,16 @@ class DeletedNodeWorker(Worker):
                 "Could not list servers: %s", e
             )
         return None
+
+    def _finish_later(self, node: Node, ok: bool) -> None:
+        starters = self._starters
+        try:
+            if starters is not None:
+                starters.submit(self._finish, node, ok)
+                return
+        except RuntimeError:  # shut down: finish here
+            pass
+        self._finish(node, ok)
 
     def _finish(self, node: Node, ok: bool) -> None:
         """Called by the runner (or directly) once the server is gone or deleting failed."""

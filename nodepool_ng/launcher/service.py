@@ -27,19 +27,20 @@ import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
 from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.events import LauncherEvents, start_launcher_events
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
 from nodepool_ng.launcher.deleter import DeletedNodeWorker
 from nodepool_ng.launcher.min_ready import MinReadyWorker
-from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import ProviderRunner
+from nodepool_ng.launcher.session import SessionAwarePoolWorker
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
 from nodepool_ng.nodescan import NodeScanner
 from nodepool_ng.runtime.loop import Worker
-from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.components import ComponentRegistry
 from nodepool_ng.zk.election import LeaderElection
 from nodepool_ng.zk.images import ImageStore
@@ -72,7 +73,7 @@ class LauncherOptions:
 @dataclass
 class _Pool:
     ctx: PoolContext
-    worker: PoolWorker
+    worker: SessionAwarePoolWorker
     component: PoolComponent
 
 
@@ -128,7 +129,7 @@ class Launcher:
         self.scanner = NodeScanner()
         paused = self._zk_paused
         self.deleter = DeletedNodeWorker(
-            self.zk, self._runners, self.options.deleter_interval, paused
+            self.zk, self._runners, self.options.deleter_interval, paused, busy=self._busy_nodes
         )
         self.min_ready = MinReadyWorker(
             self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused
@@ -149,6 +150,8 @@ class Launcher:
         self.config_worker = Worker(
             "ConfigWorker", self.options.config_interval, target=self._check_config
         )
+        client.add_state_listener(self._on_zk_state)
+        client.add_session_listener(self._on_new_session)
         self.node_store.add_listener(self._on_node)
         self.request_store.add_listener(self._on_request)
         self.registry.add_listener(self._on_component)
@@ -157,6 +160,14 @@ class Launcher:
         self.registry.start_cache(self.options.operation_timeout)
         self.election = LeaderElection(client, self.options.hostname)
         self.election.start()
+        # MQTT events: an observer of the caches, published by the election leader only.
+        self.events: LauncherEvents | None = start_launcher_events(
+            cfg,
+            self.options.hostname,
+            self.node_store,
+            self.request_store,
+            lambda: self.election.is_leader,
+        )
 
         self.component = LauncherComponent(
             hostname=self.options.hostname, version=nodepool_ng.__version__
@@ -191,6 +202,8 @@ class Launcher:
             worker.join(10)
         self.scanner.stop()
         self.election.stop()
+        if self.events is not None:
+            self.events.stop()
         try:
             self.registry.unregister_all()
         except Exception as e:
@@ -262,7 +275,7 @@ class Launcher:
                 supported_labels=sorted(info.supported_labels),
                 priority=info.priority,
             )
-            worker = PoolWorker(
+            worker = SessionAwarePoolWorker(
                 ctx,
                 self._pause_setter(component),
                 self.options.pool_interval,
@@ -334,9 +347,13 @@ class Launcher:
         with self._lock:
             return {name: p.runner for name, p in self.providers.items()}
 
-    def _pool_workers(self) -> list[PoolWorker]:
+    def _pool_workers(self) -> list[SessionAwarePoolWorker]:
         with self._lock:
             return [pool.worker for p in self.providers.values() for pool in p.pools.values()]
+
+    def _busy_nodes(self) -> set[str]:
+        """Nodes our handlers hold (their locks may be gone with an expired session)."""
+        return {nid for w in self._pool_workers() for nid in w.busy_node_ids()}
 
     def _active_requests(self) -> set[str]:
         return {h.id for w in self._pool_workers() for h in list(w.handlers)}
@@ -381,6 +398,26 @@ class Launcher:
                     wanted[label.name] = label.min_ready
                     break
         return wanted
+
+    # -- ZooKeeper session ------------------------------------------------------------------
+    def _on_zk_state(self, state: ConnectionState) -> None:
+        # Workers pause by themselves while disconnected (`_zk_paused`); an expiry also took
+        # our locks: the pool workers re-take them before their next pass.
+        if state is ConnectionState.LOST and not self._stopped.is_set():
+            log.warning("ZooKeeper session expired; re-locking in-flight work on reconnect")
+            self._session_lost()
+
+    def _on_new_session(self) -> None:
+        # The registry re-creates our components itself; caches reload on their own.
+        log.info("New ZooKeeper session; components re-registered, carrying on")
+        self._wake_pools()
+        self.deleter.wake()
+        self.min_ready.wake()
+        self.cleanup.wake()
+
+    def _session_lost(self) -> None:
+        for worker in self._pool_workers():
+            worker.on_session_lost()
 
     # -- watches ---------------------------------------------------------------------------
     def _wake_pools(self) -> None:
