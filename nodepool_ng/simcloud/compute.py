@@ -39,7 +39,7 @@ class ComputeService(Service):
         self.route("GET", "/v2.1/?", self.version)
         self.route("GET", "/v2.1/flavors(/detail)?", self.list_flavors)
         self.route("GET", "/v2.1/flavors/([^/]+)", self.show_flavor)
-        self.route("GET", "/v2.1/flavors/([^/]+)/os-extra-specs", self.extra_specs)
+        self.route("GET", "/v2.1/flavors/([^/]+)/os-extra_specs", self.extra_specs)
         self.route("GET", "/v2.1/servers(/detail)?", self.list_servers)
         self.route("POST", "/v2.1/servers", self.create_server)
         self.route("GET", "/v2.1/servers/([^/]+)", self.show_server)
@@ -142,7 +142,7 @@ class ComputeService(Service):
     def server_view(self, req: Request, s: Server, now: float, version: tuple[int, int],
                     addresses: dict[str, Any] | None = None) -> dict[str, Any]:
         base = f"{req.base_url}/compute/v2.1"
-        status = s.status(now)
+        status = s.api_status(now)
         if version >= (2, 47):
             flavor: dict[str, Any] = {"vcpus": s.flavor.vcpus, "ram": s.flavor.ram,
                                       "disk": s.flavor.disk, "ephemeral": 0, "swap": 0,

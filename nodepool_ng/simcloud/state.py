@@ -112,6 +112,15 @@ class Server:
     fixed: list[tuple[str, str]] = field(default_factory=list)  # (network name, ip) w/o neutron
     access_ipv4: str = ""
     fault_message: str = "Injected fault: simulated hypervisor failure"
+    # Nova never answers ACTIVE to the first read after a create: clients (upstream
+    # Nodepool) rely on seeing BUILD first and then re-reading the server in full.
+    reported: bool = False
+
+    def api_status(self, now: float) -> str:
+        """The status the compute API shows: BUILD on the first read, whatever the timing."""
+        status = "BUILD" if not self.reported else self.status(now)
+        self.reported = True
+        return status
 
     def status(self, now: float) -> str:
         if now < self.ready_at:

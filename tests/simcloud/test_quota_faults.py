@@ -67,6 +67,8 @@ def test_error_servers_carry_a_fault(cloud: SimCloudFixture) -> None:
     conn = cloud.connect("sim-a")
     for i in range(30):
         _boot(conn, f"n{i}", "small")
+    # As nova, the first read of a new server says BUILD (test_upstream_fidelity.py).
+    assert {s.status for s in conn.compute.servers()} == {"BUILD"}
     servers = list(conn.compute.servers())
     errored = [s for s in servers if s.status == "ERROR"]
     assert 3 <= len(errored) <= 27
