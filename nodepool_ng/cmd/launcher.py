@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_pidfile(args.pidfile)
     setup_logging(args)
     install_signal_handlers(launcher.stop)
+    # Every ZooKeeper reply is handed from kazoo's reader thread to a waiting worker; with
+    # the default 5 ms switch interval, busy API threads make each hand-over (and so each
+    # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
+    sys.setswitchinterval(0.001)
     try:
         launcher.start()
     except NodepoolError as e:

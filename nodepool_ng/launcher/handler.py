@@ -18,6 +18,9 @@ from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
 
+# A planned slot: the id of a claimed READY node, or a quota reservation token (poolctx).
+Slot = str | int
+
 
 class RequestHandler:
     def __init__(self, ctx: PoolContext, request: NodeRequest) -> None:
@@ -40,15 +43,40 @@ class RequestHandler:
         return self.request.id or ""
 
     # -- start -----------------------------------------------------------------------------
-    def start(self) -> bool:
-        """Mark the (locked, re-read) request pending and start filling. False if gone."""
+    def start(self, plan: list[Slot | None] | None = None) -> bool:
+        """Mark the (locked, re-read) request pending and start filling. False if gone.
+
+        Without `plan`, fill here (may pause). With a plan made by the pool worker (a claimed
+        ready node or a quota reservation per slot; None: no room), follow it: this may run
+        on a background thread, so it never deletes anything; a slot without room, or whose
+        claimed node was taken meanwhile, is left empty and `paused` is set, so the worker's
+        next `poll` fills it (or frees an unused node, as upstream does when pausing).
+        """
         self.request.state = RequestState.PENDING
         if not self.ctx.zk.store_request(self.request):
             self.ctx.zk.unlock_request(self.request)
             return False
         self.log.debug("Accepted request for %s", self.request.node_types)
-        self._fill()
+        if plan is None:
+            self._fill()
+        else:
+            self.fill_planned(plan)
         return True
+
+    def fillable(self) -> bool:
+        """Paused, request still there: the worker may plan the empty slots."""
+        return self.paused and not self.gone and self.ctx.zk.request_cached(self.id) is not None
+
+    def fill_planned(self, plan: list[Slot | None]) -> None:
+        """Fill empty slots as planned by the pool worker (None: leave empty)."""
+        for i, (label, slot) in enumerate(zip(self.request.node_types, plan, strict=True)):
+            if self.slots[i] is not None or slot is None:
+                continue
+            if isinstance(slot, str):
+                self.slots[i] = self._take_ready(slot)
+            else:
+                self.slots[i] = self._launch(label, token=slot)
+        self.paused = any(n is None for n in self.slots)
 
     def _fill(self) -> None:
         """Give every empty slot a reused or a new node; pause when out of quota."""
@@ -83,19 +111,25 @@ class RequestHandler:
             key=lambda n: n.id or "",
         )
         for cached in candidates:
-            node = self.ctx.zk.lock_fresh_node(cached.id or "")
-            if node is None:
-                continue
-            if node.state is not NodeState.READY or node.allocated_to:
-                self.ctx.zk.unlock_node(node)
-                continue
-            node.allocated_to = self.id
-            self.ctx.zk.store_node(node)
-            self.log.debug("Reusing ready node %s", node.id)
-            return node
+            node = self._take_ready(cached.id or "")
+            if node is not None:
+                return node
         return None
 
-    def _launch(self, label_name: str) -> Node:
+    def _take_ready(self, node_id: str) -> Node | None:
+        """Lock, re-read and allocate a READY node to us; None if taken meanwhile."""
+        node = self.ctx.zk.lock_fresh_node(node_id)
+        if node is None:
+            return None
+        if node.state is not NodeState.READY or node.allocated_to:
+            self.ctx.zk.unlock_node(node)
+            return None
+        node.allocated_to = self.id
+        self.ctx.zk.store_node(node)
+        self.log.debug("Reusing ready node %s", node.id)
+        return node
+
+    def _launch(self, label_name: str, token: int | None = None) -> Node:
         label = self.ctx.pool.label(label_name)
         assert label is not None  # checked by decline_reason before accepting
         image = self.ctx.image_for(label)
@@ -127,7 +161,7 @@ class RequestHandler:
         node.created_time = node.state_time
         self.ctx.zk.create_node(node)
         assert node.id is not None
-        self.ctx.note_created(node.id, cost)
+        self.ctx.note_created(node.id, cost, token)
         if not self.ctx.zk.lock_node(node):
             raise ZooKeeperError(f"node {node.id}: could not lock the node we just created")
         node.state = NodeState.BUILDING

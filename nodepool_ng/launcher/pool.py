@@ -3,19 +3,34 @@
 Woken by the request cache, the node cache and finished launches. Each pass, top to bottom:
 advance the handlers; publish `paused`; then walk the open requests in upstream's order and
 accept, decline, skip or defer each one (`assignment.decide`).
+
+Accepting is ~a dozen ZooKeeper round trips (lock, re-read, pending, create node, lock it,
+building); done one request after the other they would cap the pool at a few accepts per
+100 ms. So the worker only *decides* in order, promising each accepted request its nodes in
+memory (a claimed READY node or a quota reservation per slot, poolctx), and runs the I/O of
+the accepts on a small bounded executor. The order and the limits stay exact: a later
+request sees the earlier ones' reservations. A request that would pause (no room) ends the
+pass while accepts are in flight (they may lose their lock and give quota back; they wake
+the worker when done); otherwise it is accepted with what fits and pauses the pool (upstream's
+PAUSE_AT_QUOTA). A paused handler fills freed slots the same way: planned by the worker,
+I/O in the background; when nothing fits its own `poll` pauses on (and frees an unused node).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.launcher.assignment import Action, RequestView, decide, order_requests
-from nodepool_ng.launcher.handler import RequestHandler
+from nodepool_ng.launcher.handler import RequestHandler, Slot
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.log import get_logger
+from nodepool_ng.model.node import NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
 from nodepool_ng.runtime.loop import Worker
+
+ACCEPT_THREADS = 8  # concurrent accepts per pool (ZooKeeper I/O, not CPU)
 
 
 def _view(req: NodeRequest) -> RequestView:
@@ -45,20 +60,132 @@ class PoolWorker(Worker):
         self._set_paused = set_paused
         self._published_paused = False
         self.plog = get_logger("nodepool_ng.launcher.pool", provider=ctx.pool_id)
+        # Accepts running in the background: request id -> its future handler (None: not ours).
+        self._starting: dict[str, Future[RequestHandler | None]] = {}
+        self._pausing: set[str] = set()  # of those, the ones that will pause (no room)
+        # Paused handlers filling newly free slots in the background: request id -> future.
+        self._refills: dict[str, Future[None]] = {}
+        self._refills_all: set[str] = set()  # of those, the ones that fill every empty slot
+        self._accept_pool: ThreadPoolExecutor | None = None
 
     def run_once(self) -> float | None:
+        self._collect_starts()
         self._poll_handlers()
-        paused = any(h.paused for h in self.handlers)
-        self._publish(paused)
+        self._publish(self._pool_paused())
         if not self.stopped:
-            self._assign(paused)
-        self._publish(any(h.paused for h in self.handlers))
+            self._assign(self._pool_paused())
+        self._publish(self._pool_paused())
         return None
+
+    def _pool_paused(self) -> bool:
+        # A handler whose refill has every empty slot planned is as good as unpaused.
+        return bool(self._pausing) or any(
+            h.paused and h.id not in self._refills_all for h in self.handlers)
+
+    # -- background accepts ----------------------------------------------------------------
+    def _collect_starts(self, wait: bool = False) -> None:
+        """Adopt the handlers of finished background accepts (with `wait`: all of them, after
+        every background fill is done too)."""
+        if wait:
+            for refill in list(self._refills.values()):
+                refill.exception()  # waits; the outcome is handled by _poll_handlers
+        for rid, future in list(self._starting.items()):
+            if not wait and not future.done():
+                continue
+            del self._starting[rid]
+            self._pausing.discard(rid)
+            handler = future.result()  # _start_planned never raises
+            if handler is not None:
+                self.handlers.append(handler)
+
+    def _start_planned(self, request_id: str, plan: list[Slot | None]) -> RequestHandler | None:
+        """Background thread: lock, re-check, pending, then fill the slots as planned."""
+        try:
+            req = self._locked_open_request(request_id)
+            if req is None:
+                return None
+            handler = RequestHandler(self.ctx, req)
+            try:
+                if not handler.start(plan):
+                    return None
+            except Exception as e:
+                handler.log.warning("Could not start handling, declining: %s", e)
+                self._decline_quietly(handler, str(e))
+                return None
+            return handler
+        except Exception:
+            self.plog.exception("Accepting request %s failed; it stays open", request_id)
+            return None
+        finally:
+            self._unplan(plan)
+            self.wake()
+
+    def _plan(self, labels: list[str | None], reuse: bool) -> list[Slot | None]:
+        """Promise slots (None: already filled) a ready node or quota, in order, up to the
+        first that gets neither; that one and the rest stay None (the handler pauses)."""
+        plan: list[Slot | None] = []
+        for label in labels:
+            slot: Slot | None = None
+            if label is not None:
+                slot = self._claim_ready(label) if reuse else None
+                if slot is None:
+                    slot = self.ctx.reserve(label)
+                if slot is None:
+                    return plan + [None] * (len(labels) - len(plan))
+            plan.append(slot)
+        return plan
+
+    def _unplan(self, plan: list[Slot | None]) -> None:
+        self.ctx.unreserve(s for s in plan if isinstance(s, int))
+        self.ctx.unclaim(s for s in plan if isinstance(s, str))
+
+    def _start_refill(self, handler: RequestHandler) -> bool:
+        """A paused handler with room again fills what fits in the background; False when
+        nothing fits (its own `poll` then pauses on, freeing an unused node as upstream)."""
+        empty = [label if n is None else None
+                 for label, n in zip(handler.request.node_types, handler.slots, strict=True)]
+        plan = self._plan(empty, handler.request.reuse)
+        if all(s is None for s in plan):
+            return False
+
+        def refill() -> None:
+            try:
+                handler.fill_planned(plan)
+            finally:
+                self._unplan(plan)
+                self.wake()
+
+        self._refills[handler.id] = self._executor().submit(refill)
+        if all(s is not None for s, n in zip(plan, handler.slots, strict=True) if n is None):
+            self._refills_all.add(handler.id)
+        return True
+
+    def _claim_ready(self, label: str) -> str | None:
+        ctx = self.ctx
+        candidates = sorted(
+            (n.id for n in ctx.zk.nodes()
+             if n.id and ctx.owns(n) and n.state is NodeState.READY and not n.allocated_to
+             and label in n.type and not ctx.zk.node_locked(n)),
+        )
+        return next((nid for nid in candidates if ctx.claim_ready(nid)), None)
 
     # -- handlers --------------------------------------------------------------------------
     def _poll_handlers(self) -> None:
         for handler in list(self.handlers):
+            refill = self._refills.get(handler.id)
+            if refill is not None:
+                if not refill.done():
+                    continue
+                del self._refills[handler.id]
+                self._refills_all.discard(handler.id)
+                if refill.exception() is not None:
+                    handler.log.warning("Filling failed, declining: %s", refill.exception())
+                    self._decline_quietly(handler, str(refill.exception()))
+                    self.handlers.remove(handler)
+                    continue
             try:
+                if handler.paused and handler.fillable() and self._start_refill(handler):
+                    continue
                 finished = handler.poll()
             except NodepoolError as e:
                 handler.log.warning("Handler error, declining: %s", e)
@@ -89,7 +216,7 @@ class PoolWorker(Worker):
     def _assign(self, paused: bool) -> None:
         ctx = self.ctx
         me = ctx.info(paused)
-        active = {h.id for h in self.handlers}
+        active = {h.id for h in self.handlers} | set(self._starting)
         open_requests = {
             r.id: r
             for r in ctx.zk.requests()
@@ -116,8 +243,18 @@ class PoolWorker(Worker):
             )
             if decision.action is Action.ACCEPT:
                 addressable += 1
-                handler = self._accept(view.id)
-                if handler is not None and handler.paused:
+                plan = self._plan(list(req.node_types), req.reuse)
+                pauses = any(s is None for s in plan)
+                if pauses and self._starting:
+                    # No room now, but accepts in flight may lose their lock and give their
+                    # quota back: decide this request (and the rest) once they are done.
+                    self._unplan(plan)
+                    break
+                self._starting[view.id] = self._executor().submit(
+                    self._start_planned, view.id, plan)
+                if pauses:
+                    # Accepted, but it will pause (upstream: PAUSE_AT_QUOTA): so is the pool.
+                    self._pausing.add(view.id)
                     paused = True
                     me = ctx.info(paused)
             elif decision.action is Action.DECLINE:
@@ -136,28 +273,22 @@ class PoolWorker(Worker):
             return None
         return req
 
-    def _accept(self, request_id: str) -> RequestHandler | None:
-        req = self._locked_open_request(request_id)
-        if req is None:
-            return None
-        handler = RequestHandler(self.ctx, req)
-        try:
-            if not handler.start():
-                return None
-        except Exception as e:
-            handler.log.warning("Could not start handling, declining: %s", e)
-            self._decline_quietly(handler, str(e))
-            return None
-        self.handlers.append(handler)
-        return handler
-
     def _decline(self, request_id: str, reason: str) -> None:
         req = self._locked_open_request(request_id)
         if req is None:
             return
         RequestHandler(self.ctx, req).decline(reason)
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._accept_pool is None:
+            name = f"accept-{self.ctx.provider.name}-{self.ctx.pool.name}"
+            self._accept_pool = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix=name)
+        return self._accept_pool
+
     def on_stop(self) -> None:
+        self._collect_starts(wait=True)
+        if self._accept_pool is not None:
+            self._accept_pool.shutdown(wait=True)
         for handler in self.handlers:
             try:
                 handler.abandon()

@@ -69,9 +69,15 @@ class PoolContext:
     cloud_quota_ttl: float = CLOUD_QUOTA_TTL
     # Nodes this pool created that the node cache may not show yet: id -> cost.
     _created: dict[str, Quota] = field(default_factory=dict)
+    # Quota promised to accepts still running in the background: token -> cost.
+    _reserved: dict[int, Quota] = field(default_factory=dict)
+    _next_token: int = 0
+    # Ready nodes promised to accepts still running in the background.
+    _claimed: set[str] = field(default_factory=set)
     _label_costs: dict[str, Quota] = field(default_factory=dict)
     _cloud: tuple[float, Quota] | None = None
     _last_free: float = 0.0
+    _refreshing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- identity --------------------------------------------------------------------------
@@ -204,9 +210,46 @@ class PoolContext:
             self._label_costs[label_name] = cost
         return cost
 
-    def note_created(self, node_id: str, cost: Quota) -> None:
+    def note_created(self, node_id: str, cost: Quota, token: int | None = None) -> None:
+        """Count a node we just created (until the cache shows it); its reservation, if any,
+        becomes the node's cost in one step, so the quota never counts it twice or not at all."""
         with self._lock:
             self._created[node_id] = cost
+            if token is not None:
+                self._reserved.pop(token, None)
+
+    def reserve(self, label_name: str) -> int | None:
+        """Promise quota for one new `label_name` node to an accept running in the background;
+        a token, or None when the pool has no room (the accept would pause)."""
+        if not self.has_room(label_name):
+            return None
+        with self._lock:
+            self._next_token += 1
+            self._reserved[self._next_token] = self.label_cost(label_name)
+            return self._next_token
+
+    def unreserve(self, tokens: Iterable[int]) -> None:
+        """Give back reservations that did not become nodes (no-op for those that did)."""
+        with self._lock:
+            for token in tokens:
+                self._reserved.pop(token, None)
+
+    def claim_ready(self, node_id: str) -> bool:
+        """Promise a cached READY node to one background accept; False if already promised."""
+        with self._lock:
+            if node_id in self._claimed:
+                return False
+            self._claimed.add(node_id)
+            return True
+
+    def unclaim(self, node_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._claimed.difference_update(node_ids)
+
+    @property
+    def reserved_launches(self) -> int:
+        with self._lock:
+            return len(self._reserved)
 
     def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
         seen: set[str] = set()
@@ -223,15 +266,33 @@ class PoolContext:
             for node_id in [n for n in self._created if n in seen]:
                 del self._created[node_id]  # the cache counts it now
             costs.extend(self._created.values())
+            costs.extend(self._reserved.values())
         return Quota.total(costs)
 
     def cloud_limit(self) -> Quota:
-        """The cloud's limits minus unmanaged usage, re-read at most every `cloud_quota_ttl`."""
+        """The cloud's limits minus unmanaged usage, re-read at most every `cloud_quota_ttl`.
+
+        Only the first read blocks; later ones refresh in the background and return the
+        previous value meanwhile, so the pool worker never waits behind a burst of API calls
+        (the value may be stale by up to a TTL plus one refresh either way)."""
         if self.pool.ignore_provider_quota:
             return Quota()
         now = time.monotonic()
-        if self._cloud is not None and now - self._cloud[0] < self.cloud_quota_ttl:
-            return self._cloud[1]
+        cloud = self._cloud
+        if cloud is not None and now - cloud[0] < self.cloud_quota_ttl:
+            return cloud[1]
+        if cloud is not None:
+            with self._lock:
+                if self._refreshing:
+                    return cloud[1]
+                self._refreshing = True
+            threading.Thread(target=self._refresh_cloud_limit, name=f"quota-{self.pool_id[-8:]}",
+                             daemon=True).start()
+            return cloud[1]
+        return self._refresh_cloud_limit()
+
+    def _refresh_cloud_limit(self) -> Quota:
+        now = time.monotonic()
         try:
             limits = self.adapter.get_quota_limits()
             known = {n.id for n in self.zk.nodes() if n.id and n.provider == self.provider.name}
@@ -241,6 +302,8 @@ class PoolContext:
             log.warning("%s: cannot read cloud quota: %s", self.pool_id, e)
             headroom = self._cloud[1] if self._cloud else Quota()
         self._cloud = (now, headroom)
+        with self._lock:
+            self._refreshing = False
         return headroom
 
     def invalidate_cloud_quota(self) -> None:
@@ -277,7 +340,7 @@ class PoolContext:
 
     def at_concurrency_limit(self) -> bool:
         limit = self.provider.max_concurrency
-        return limit >= 0 and self.runner.active_launches >= limit
+        return limit >= 0 and self.runner.active_launches + self.reserved_launches >= limit
 
     def free_oldest_unused(self) -> None:
         """At quota: delete the oldest READY unallocated node of this pool (once in a while)."""

@@ -8,6 +8,12 @@ A launch: create machine -> (host-key scan) -> READY. The node record gets the c
 external id as soon as the machine has one (no leaked server). Failures other than quota are
 retried `launch-retries` times (the half-built server is deleted first); then the node is
 `failed`. A QuotaExceeded makes the node `aborted` at once (the request handler relaunches).
+
+A launch's final record (READY/FAILED/ABORTED) is written by a small store pool, not the
+runner's thread: each write is a ZooKeeper round trip, and a burst of launches finishing
+together would otherwise queue them in front of every other machine's progress. The launch
+counts as finished (`result`, `on_done`) only once that record is stored, so a request is
+never fulfilled with a node that ZooKeeper still shows building.
 """
 
 from __future__ import annotations
@@ -17,17 +23,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nodepool_ng.drivers.base import Instance, LaunchSpec, ProviderAdapter, StateMachine
-from nodepool_ng.errors import LaunchTimeout, NodeScanError, QuotaExceeded
+from nodepool_ng.errors import (
+    LaunchTimeout,
+    NodeScanError,
+    QuotaExceeded,
+    RecordNotFound,
+    ZooKeeperError,
+)
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.runtime.loop import Worker
 
 DELETE_TIMEOUT = 600.0
+STORE_THREADS = 4  # final node records written concurrently (ZooKeeper I/O)
 
 
 # (host, port, timeout, connection_type) -> a Future of the host keys (nodescan.NodeScanner);
@@ -62,8 +75,9 @@ class LaunchTask:
     instance: Instance | None = None
     phase_started: float = 0.0
     started: float = field(default_factory=time.monotonic)
-    result: NodeState | None = None  # READY, FAILED or ABORTED once done
+    result: NodeState | None = None  # READY, FAILED or ABORTED once done (and stored)
     error: str | None = None
+    finishing: bool = False  # the final record is being stored
 
 
 @dataclass
@@ -98,6 +112,7 @@ class ProviderRunner(Worker):
         self._deletes: list[DeleteTask] = []
         self._count_lock = threading.Lock()
         self._active_launches = 0
+        self._stores = ThreadPoolExecutor(STORE_THREADS, f"store-{provider_name}")
 
     # -- submitting work (any thread) ------------------------------------------------------
     def launch(self, task: LaunchTask) -> None:
@@ -135,6 +150,7 @@ class ProviderRunner(Worker):
     def on_stop(self) -> None:
         # Unfinished work stays in ZooKeeper: our locks go with the session or are released by
         # the service, and another pass (or launcher) picks the nodes up.
+        self._stores.shutdown(wait=True)
         self._launches.clear()
         self._deletes.clear()
 
@@ -153,6 +169,13 @@ class ProviderRunner(Worker):
                 self._advance_create(task, log)
             if task.instance is not None:
                 self._advance_scan(task)
+        except RecordNotFound as e:
+            log.error("Launch given up, the node record is gone: %s", e)
+            self._finish(task, NodeState.FAILED, str(e), "error.zksession")
+        except ZooKeeperError as e:
+            # ZooKeeper trouble is not the launch's fault: keep it, try again next pass.
+            log.warning("Could not record launch progress in ZooKeeper: %s", e)
+            return False
         except QuotaExceeded as e:
             log.info("Launch aborted, cloud quota exceeded: %s", e)
             self._finish(task, NodeState.ABORTED, f"quota: {e}", "error.quota")
@@ -173,7 +196,7 @@ class ProviderRunner(Worker):
             else:
                 log.error("Launch failed after %s attempts: %s", task.attempts, e)
                 self._finish(task, NodeState.FAILED, str(e), result)
-        return task.result is not None
+        return task.result is not None or task.finishing
 
     def _start_attempt(self, task: LaunchTask, log: logging.LoggerAdapter[logging.Logger]) -> None:
         task.attempts += 1
@@ -189,7 +212,11 @@ class ProviderRunner(Worker):
         if task.machine.external_id and task.node.external_id != task.machine.external_id:
             # Record the server before anything else can fail: no leaked server.
             task.node.external_id = task.machine.external_id
-            self.store_node(task.node)
+            try:
+                self.store_node(task.node)
+            except ZooKeeperError:
+                task.node.external_id = None  # stored again next pass
+                raise
         if instance is None:
             if time.monotonic() - task.phase_started > task.options.launch_timeout:
                 raise LaunchTimeout(
@@ -243,23 +270,31 @@ class ProviderRunner(Worker):
             self.store_node(task.node)
 
     def _finish(self, task: LaunchTask, state: NodeState, error: str | None, stat: str) -> None:
-        task.result = state
-        task.error = error
         task.node.state = state
         if task.machine is not None and task.machine.external_id:
             task.node.external_id = task.machine.external_id
-        try:
-            self.store_node(task.node)
-        except Exception:
-            logging.getLogger("nodepool_ng.launcher.runner").exception(
-                "Could not store node %s as %s", task.node.id, state
+        task.finishing = True  # the runner is done with it; nothing else writes the node now
+
+        def store_then_report() -> None:
+            try:
+                self.store_node(task.node)
+            except Exception:
+                logging.getLogger("nodepool_ng.launcher.runner").exception(
+                    "Could not store node %s as %s", task.node.id, state
+                )
+            task.error = error
+            task.result = state
+            self.stats.launch(
+                stat, self.provider_name, task.node.az, task.options.requestor, _ms(task.started)
             )
-        self.stats.launch(
-            stat, self.provider_name, task.node.az, task.options.requestor, _ms(task.started)
-        )
-        with self._count_lock:
-            self._active_launches -= 1
-        task.on_done(task)
+            with self._count_lock:
+                self._active_launches -= 1
+            task.on_done(task)
+
+        try:
+            self._stores.submit(store_then_report)
+        except RuntimeError:  # stopping: the pool is shut down
+            store_then_report()
 
     # -- deletes ---------------------------------------------------------------------------
     def _advance_delete(self, task: DeleteTask) -> bool:

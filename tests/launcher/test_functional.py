@@ -286,3 +286,28 @@ def test_config_change_restarts_only_changed_providers(env: Env, kazoo_client: K
     rid = h.submit_request(kazoo_client, ["big"])
     req = h.wait_request(kazoo_client, rid)
     assert h.node(kazoo_client, req["nodes"][0])["provider"] == "p2"  # type: ignore[index]
+
+
+def test_burst_accepted_concurrently_never_exceeds_max_servers(
+    env: Env, kazoo_client: KazooClient
+) -> None:
+    """Accepts run in the background with quota reserved up front: a burst bigger than the
+    pool is served in full, and the pool never holds more than max-servers nodes/servers."""
+    env.start([h.provider("p1", "cloud1", **{"max-servers": 3})])
+    rids = [h.submit_request(kazoo_client, ["small"]) for _ in range(9)]
+    served: set[str] = set()
+    peak = {"nodes": 0, "servers": 0}
+
+    def serve() -> bool:
+        live = [n for n in h.all_nodes(kazoo_client).values() if n["state"] != "deleted"]
+        peak["nodes"] = max(peak["nodes"], len(live))
+        peak["servers"] = max(peak["servers"], len(h.servers(env.sim, "cloud1")))
+        for rid in rids:
+            req = h.request(kazoo_client, rid)
+            if rid not in served and req is not None and req["state"] == "fulfilled":
+                h.accept_and_use(kazoo_client, rid)
+                served.add(rid)
+        return len(served) == len(rids)
+
+    h.wait_for("every request served", serve, timeout=60)
+    assert peak == {"nodes": 3, "servers": 3}

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Launcher benchmark: requests written the way Zuul writes them, against simcloud.
 
-Starts a ZooKeeper (Debian package, loopback), simcloud clouds with a 0.1 s boot delay and
-`nodepool-launcher` as a separate process, then per scenario submits a burst of requests
-with plain kazoo. Each fulfilled request is accepted at once, as Zuul does: lock the nodes,
-delete the request, in-use, used, unlock. Prints p50/p95/max request->fulfilled latency,
-requests/s, launcher CPU seconds and peak RSS.
+Starts a ZooKeeper (Debian package, loopback), `nodepool-simcloud` (clouds with a 0.1 s boot
+delay) and `nodepool-launcher`, each in its own process, then per scenario submits a burst
+of requests with plain kazoo. Each fulfilled request is accepted at once, as Zuul does (lock
+the nodes, delete the request, in-use, used, unlock), by a small thread pool so the bench
+client is not the bottleneck. Prints p50/p95/max request->fulfilled latency, the p50 of
+requests served by a node that was already READY when the request was written ("ready p50",
+scenario b's goal), the p50 of request->`pending` ("accepted"), requests/s, CPU seconds of
+the launcher, simcloud and the bench client, and the launcher's RSS.
 
     .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d]
 """
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +38,6 @@ from kazoo.recipe.lock import Lock
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from nodepool_ng.simcloud.profile import build_profiles  # noqa: E402
-from nodepool_ng.simcloud.service import SimCloudService  # noqa: E402
-from nodepool_ng.simcloud.state import Image  # noqa: E402
 from tests.fixtures.zookeeper import ZooKeeperServer  # noqa: E402
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -48,7 +49,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
           "count": 50, "labels": ["a", "b", "a"], "min_ready": 0},
     "d": {"desc": "burst of 300 one-node requests, 1 provider x max-servers 50",
           "providers": 1, "max_servers": 50, "count": 300, "labels": ["a"], "min_ready": 0},
+    # Not a burst: one request at a time, each written once a ready node waits (goal (b)).
+    "r": {"desc": "30 one-node requests one at a time, min-ready 2", "providers": 1,
+          "max_servers": 50, "count": 30, "labels": ["a"], "min_ready": 2, "serial": True},
 }
+
+
+def wait_ready_node(kz: KazooClient, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        for nid in kz.get_children("/nodepool/nodes"):
+            try:
+                d = json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
+            except Exception:
+                continue
+            if d.get("state") == "ready" and not d.get("allocated_to"):
+                return
+        time.sleep(0.05)
+    raise RuntimeError("no ready node")
 
 
 def zuul_request(labels: list[str]) -> bytes:
@@ -62,20 +79,58 @@ def zuul_request(labels: list[str]) -> bytes:
     }).encode()
 
 
-def accept(kz: KazooClient, rid: str, req: dict[str, Any]) -> None:
+def accept(kz: KazooClient, rid: str, req: dict[str, Any], written: float) -> bool:
+    """Zuul's accept; True when every node was READY before the request was written."""
     locks = []
     for nid in req["nodes"]:
         lock = Lock(kz, f"/nodepool/nodes/{nid}/lock")
         lock.acquire(timeout=30)
         locks.append((nid, lock))
     kz.delete(f"/nodepool/requests/{rid}")
+    from_ready = True
     for state in ("in-use", "used"):
         for nid, _ in locks:
             data = json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
+            if state == "in-use":
+                # A reused node keeps its READY state_time; a new one became READY later.
+                from_ready = from_ready and (data.get("state_time") or written) < written
             data["state"] = state
             kz.set(f"/nodepool/nodes/{nid}", json.dumps(data).encode())
     for _, lock in locks:
         lock.release()
+    return from_ready
+
+
+def start_simcloud(sc: dict[str, Any], work: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    profile = {"clouds": [
+        {"name": f"cloud{i}", "boot_delay": 0.1,
+         "images": [{"name": "debian", "disk_format": "qcow2"}]}
+        for i in range(sc["providers"])]}
+    profile_path = work / f"simcloud-{name}.yaml"
+    profile_path.write_text(yaml.safe_dump(profile))
+    clouds_yaml = work / f"clouds-{name}.yaml"
+    log = open(work / f"simcloud-{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodepool_ng.cmd.simcloud", "--config", str(profile_path),
+         "--clouds-yaml", str(clouds_yaml)], stdout=log, stderr=subprocess.STDOUT,
+        cwd=str(ROOT))
+    log.close()
+    deadline = time.monotonic() + 30
+    while not (clouds_yaml.exists() and "written" in (work / f"simcloud-{name}.log").read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("simcloud did not start: "
+                               + (work / f"simcloud-{name}.log").read_text())
+        time.sleep(0.05)
+    return proc, clouds_yaml
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Sampler(threading.Thread):
@@ -102,14 +157,9 @@ def run_scenario(
     name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None
 ) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
-    clouds = [{"name": f"cloud{i}", "boot_delay": 0.1} for i in range(sc["providers"])]
-    sim = SimCloudService(build_profiles({"clouds": clouds}))
-    sim.start()
-    for state in sim.states.values():
-        img = Image("img-debian", "debian", time.time(), status="active", disk_format="qcow2",
-                    container_format="bare", size=1)
-        state.images[img.id] = img
-    clouds_yaml = sim.write_clouds_yaml(work / f"clouds-{name}.yaml")
+    sim, clouds_yaml = start_simcloud(sc, work, name)
+    sim_ps = psutil.Process(sim.pid)
+    me = psutil.Process()
     labels = sorted(set(sc["labels"]))
     cfg = {
         "zookeeper-servers": [{"host": "127.0.0.1", "port": zk.port, "chroot": chroot}],
@@ -174,8 +224,11 @@ def run_scenario(
                  "--nonblocking", "-r", "50"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = sampler.cpu()
+        sim_cpu0 = sum(sim_ps.cpu_times()[:2])
+        me_cpu0 = sum(me.cpu_times()[:2])
         done: queue.Queue[tuple[str, float, dict[str, Any]]] = queue.Queue()
         submitted: dict[str, float] = {}
+        written: dict[str, float] = {}  # wall clock, compared with nodes' state_time
         finished: set[str] = set()
         pending: dict[str, float] = {}  # first seen no longer `requested` (accepted)
         lock = threading.Lock()
@@ -198,25 +251,45 @@ def run_scenario(
             kz.DataWatch(f"/nodepool/requests/{rid}", cb)
 
         start = time.monotonic()
-        for _ in range(sc["count"]):
+        for _ in range(0 if sc.get("serial") else sc["count"]):
             t = time.monotonic()
+            written_at = time.time()
             path = kz.create("/nodepool/requests/200-", zuul_request(sc["labels"]),
                              sequence=True)
             rid = path.rsplit("/", 1)[-1]
             submitted[rid] = t
+            written[rid] = written_at
             watch(rid)
         latencies = []
+        ready_latencies = []
         failed = 0
-        for _ in range(sc["count"]):
-            rid, t, req = done.get(timeout=600)
-            latencies.append(t - submitted[rid])
-            if req["state"] == "failed":
-                failed += 1
-                kz.delete(f"/nodepool/requests/{rid}")
-            else:
-                accept(kz, rid, req)
+        with ThreadPoolExecutor(8) as acceptors:
+            accepts = []
+            for _ in range(sc["count"]):
+                if sc.get("serial"):
+                    wait_ready_node(kz, time.monotonic() + 60)
+                    time.sleep(0.2)  # let the launcher settle: measure an idle launcher
+                    submitted_at, written_at = time.monotonic(), time.time()
+                    path = kz.create("/nodepool/requests/200-", zuul_request(sc["labels"]),
+                                     sequence=True)
+                    rid = path.rsplit("/", 1)[-1]
+                    submitted[rid], written[rid] = submitted_at, written_at
+                    watch(rid)
+                rid, t, req = done.get(timeout=600)
+                latencies.append(t - submitted[rid])
+                if req["state"] == "failed":
+                    failed += 1
+                    kz.delete(f"/nodepool/requests/{rid}")
+                else:
+                    accepts.append((t - submitted[rid], acceptors.submit(
+                        accept, kz, rid, req, written[rid])))
+            for latency, fut in accepts:
+                if fut.result():
+                    ready_latencies.append(latency)
         elapsed = time.monotonic() - start
         cpu = sampler.cpu() - cpu0
+        sim_cpu = sum(sim_ps.cpu_times()[:2]) - sim_cpu0
+        me_cpu = sum(me.cpu_times()[:2]) - me_cpu0
         latencies.sort()
         accepted = sorted(pending[r] - submitted[r] for r in pending)
         return {
@@ -225,7 +298,10 @@ def run_scenario(
             "p95": latencies[max(0, int(len(latencies) * 0.95) - 1)],
             "max": latencies[-1],
             "accept_p50": statistics.median(accepted) if accepted else float("nan"),
-            "req_per_s": sc["count"] / elapsed, "cpu_s": cpu,
+            "ready_p50": statistics.median(ready_latencies) if ready_latencies else None,
+            "from_ready": len(ready_latencies),
+            "req_per_s": sc["count"] / elapsed, "cpu_s": cpu, "sim_cpu_s": sim_cpu,
+            "bench_cpu_s": me_cpu,
             "idle_rss_mb": idle_rss / 2**20, "peak_rss_mb": sampler.peak / 2**20,
         }
     finally:
@@ -233,16 +309,11 @@ def run_scenario(
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
         kz.stop()
         kz.close()
-        sim.stop()
+        _stop(sim)
 
 
 def main() -> int:
@@ -250,20 +321,28 @@ def main() -> int:
     parser.add_argument("--scenarios", default="a,b,c,d")
     parser.add_argument("--profile", metavar="DIR",
                         help="record the launcher with py-spy (raw format) into DIR")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="keep configs and logs (launcher-<scenario>.log) in DIR")
     args = parser.parse_args()
     zk = ZooKeeperServer()
     zk.start()
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
+            work = Path(args.workdir or tmp)
+            work.mkdir(parents=True, exist_ok=True)
             for name in args.scenarios.split(","):
-                res = run_scenario(name, SCENARIOS[name], zk, Path(tmp), args.profile)
+                res = run_scenario(name, SCENARIOS[name], zk, work, args.profile)
                 results.append(res)
+                ready = (f"ready p50 {res['ready_p50'] * 1000:.0f} ms "
+                         f"({res['from_ready']} from a ready node), "
+                         if res["ready_p50"] is not None else "")
                 print(f"({res['scenario']}) {res['desc']}: p50 {res['p50']:.3f}s "
-                      f"p95 {res['p95']:.3f}s max {res['max']:.3f}s "
-                      f"(accepted p50 {res['accept_p50']:.3f}s) "
+                      f"p95 {res['p95']:.3f}s max {res['max']:.3f}s, {ready}"
+                      f"accepted p50 {res['accept_p50']:.3f}s, "
                       f"{res['req_per_s']:.1f} req/s, failed {res['failed']}, "
-                      f"launcher CPU {res['cpu_s']:.1f}s, idle RSS {res['idle_rss_mb']:.0f} MB, "
+                      f"CPU s launcher {res['cpu_s']:.1f} simcloud {res['sim_cpu_s']:.1f} "
+                      f"bench {res['bench_cpu_s']:.1f}, idle RSS {res['idle_rss_mb']:.0f} MB, "
                       f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     finally:
         zk.stop()

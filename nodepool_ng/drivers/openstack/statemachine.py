@@ -3,13 +3,16 @@
 Every slow call runs in the adapter's executor; `advance()` only looks at futures and at the
 shared, TTL-cached server list, so one thread can drive any number of machines.
 
-Create: submit `create_server(wait=False)` -> wait for ACTIVE in the server list -> if
+Create: POST the server (compute proxy) -> wait for ACTIVE in the server list -> expand the
+list's JSON of the server with openstacksdk's `add_server_interfaces` -> if
 auto-floating-ip, let openstacksdk decide whether the server needs a floating IP and add one
 (`add_ips_to_server(auto_ip=True)`) -> re-read the server until the floating IP shows ->
 Instance with openstacksdk's `public_v4` / `private_v4` / `public_v6` / `interface_ip`.
 
-Delete: `_delete_server(delete_ips=True)` on the expanded server (so floating IPs that only
-Neutron knows about are found too) -> wait until the server is gone from the list.
+Delete: wait for a server list fetched after the deletion was asked for -> expand the
+server's JSON from it (openstacksdk `add_server_interfaces`, so floating IPs that only
+Neutron knows about are found too) -> `_delete_server(delete_ips=True)` -> wait until the
+server is gone from the list. A server missing from that list is already gone.
 """
 
 from __future__ import annotations
@@ -139,11 +142,14 @@ class OpenStackCreateStateMachine:
             return None
         if status != "ACTIVE":
             return None
+        # The list's JSON of the ACTIVE server is fresh: openstacksdk expands it (no GET).
         if self.spec.auto_floating_ip:
-            self._future = self.adapter.submit(self.adapter.add_floating_ip, self.external_id)
+            self._future = self.adapter.submit(self.adapter.add_floating_ip, self.external_id,
+                                               server)
             self.state = self.FLOATING_IP
         else:
-            self._future = self.adapter.submit(self.adapter.get_server, self.external_id)
+            self._future = self.adapter.submit(self.adapter.get_server, self.external_id,
+                                               server)
             self.state = self.FIP_WAIT
         return None
 
@@ -207,6 +213,7 @@ class OpenStackCreateStateMachine:
 
 class OpenStackDeleteStateMachine:
     START = "start"
+    LOOKUP = "waiting for a fresh server list"
     DELETING = "deleting server and floating ips (API calls)"
     WAIT_GONE = "waiting for server to go away"
     COMPLETE = "complete"
@@ -229,7 +236,22 @@ class OpenStackDeleteStateMachine:
         now = time.monotonic()
         if self.state == self.START:
             self._deadline = now + self.delete_timeout
-            self._future = self.adapter.submit(self.adapter.delete_server, self.external_id)
+            self._since = now
+            self.state = self.LOOKUP
+        if self.state == self.LOOKUP:
+            snap = self.adapter.servers.peek(newer_than=self._since)
+            if snap is None and self.adapter.servers.last_error is None:
+                if now > self._deadline:
+                    raise TemporaryCloudError(
+                        f"server {self.external_id}: no server list within "
+                        f"{self.delete_timeout:g}s")
+                return None
+            # Listing fails: openstacksdk GETs the server itself (listed None).
+            listed = snap.value.get(self.external_id or "") if snap is not None else None
+            if snap is not None and listed is None:
+                return self._done()
+            self._future = self.adapter.submit(self.adapter.delete_server, self.external_id,
+                                               listed)
             self.state = self.DELETING
             return None
         if now > self._deadline:
