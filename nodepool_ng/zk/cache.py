@@ -224,3 +224,31 @@ class RecordCache(Generic[T]):
                 listener(record_id, record)
             except Exception:
                 log.exception("record listener failed for %s", record_id)
+
+
+class CachedStore(Generic[T]):
+    """Base of the stores: the optional watch-driven copy of their subtree.
+
+    Until `start_cache()` a store reads ZooKeeper directly; afterwards its listing methods
+    answer from the cache (`cache_started`).
+    """
+
+    def __init__(self, client: ZooKeeperClient, cache: RecordCache[T]) -> None:
+        self.client = client
+        self.cache = cache
+        self.cache_started = False
+
+    def start_cache(self, timeout: float | None = None) -> bool:
+        """Start the watch-driven cache; True once the initial copy is loaded."""
+        self.cache_started = True
+        return self.cache.start(timeout)
+
+    def stop_cache(self) -> None:
+        """Stop the cache."""
+        if self.cache_started:
+            self.cache.stop()
+            self.cache_started = False
+
+    def add_listener(self, listener: Callable[[str, T | None], None]) -> None:
+        """Call `listener(key, record_or_None)` on every change (cache thread; be quick)."""
+        self.cache.add_listener(listener)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import BadVersionError
@@ -24,7 +23,7 @@ from nodepool_ng.model.component import (
     PoolComponent,
 )
 from nodepool_ng.zk import paths
-from nodepool_ng.zk.cache import RecordCache
+from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.components")
@@ -56,15 +55,13 @@ def _decode(key: str, raw: bytes | None) -> Component:
     )
 
 
-class ComponentRegistry:
+class ComponentRegistry(CachedStore[Component]):
     """Register this process's components and see everybody's (cached once started)."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
-        self.client = client
-        self.cache: RecordCache[Component] = RecordCache(
+        super().__init__(client, RecordCache(
             client, paths.COMPONENTS_ROOT, _parse, _decode
-        )
-        self._cache_started = False
+        ))
         self._mine: list[Component] = []
         self._versions: dict[int, int] = {}
         self._lock = threading.RLock()
@@ -149,25 +146,10 @@ class ComponentRegistry:
                     log.error("could not re-register component %s: %s", old, e)
 
     # -- everybody's components --------------------------------------------------------------
-    def start_cache(self, timeout: float | None = None) -> bool:
-        """Watch all registrations; True once the initial copy is loaded."""
-        self._cache_started = True
-        return self.cache.start(timeout)
-
-    def stop_cache(self) -> None:
-        """Stop watching."""
-        if self._cache_started:
-            self.cache.stop()
-            self._cache_started = False
-
-    def add_listener(self, listener: Callable[[str, Component | None], None]) -> None:
-        """Call `listener("<kind>/<znode>", component_or_None)` on every change."""
-        self.cache.add_listener(listener)
-
     def components(self, kind: ComponentKind | str) -> list[Component]:
         """Registered components of `kind` (cache if started, else a direct read)."""
         kind = ComponentKind(kind)
-        if self._cache_started:
+        if self.cache_started:
             prefix = f"{kind.value}/"
             return [c for key, c in sorted(self.cache.items()) if key.startswith(prefix)]
         out: list[Component] = []

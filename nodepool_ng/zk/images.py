@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kazoo.recipe.lock import Lock
@@ -19,7 +19,7 @@ from nodepool_ng.errors import RecordNotFound, ZooKeeperError
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
 from nodepool_ng.model.record import decode_json
 from nodepool_ng.zk import locks, paths
-from nodepool_ng.zk.cache import RecordCache
+from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.images")
@@ -62,15 +62,13 @@ def _decode(key: str, raw: bytes | None) -> CachedImageRecord | None:
     return ImageUpload.from_dict(parts[0], parts[2], parts[4], parts[6], data)
 
 
-class ImageStore:
+class ImageStore(CachedStore[CachedImageRecord]):
     """Read and write image builds and uploads; image flags; build/upload locks."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
-        self.client = client
-        self.cache: RecordCache[CachedImageRecord] = RecordCache(
+        super().__init__(client, RecordCache(
             client, paths.IMAGES_ROOT, _parse, _decode
-        )
-        self._cache_started = False
+        ))
 
     # -- images and flags --------------------------------------------------------------------
     def image_names(self) -> list[str]:
@@ -79,7 +77,7 @@ class ImageStore:
 
     def is_paused(self, image: str) -> bool:
         """True if `nodepool image-pause` set the pause flag."""
-        if self._cache_started:
+        if self.cache_started:
             return self.cache.get(f"{image}/pause") is not None
         return self.client.exists(paths.image_pause_path(image)) is not None
 
@@ -223,7 +221,7 @@ class ImageStore:
                       ) -> list[ImageUpload]:
         """READY uploads of `image` to `provider` over all builds, most recent first
         (cache if started, else direct reads)."""
-        if self._cache_started:
+        if self.cache_started:
             found = [r for r in self.cache.values()
                      if isinstance(r, ImageUpload) and r.image_name == image
                      and r.provider_name == provider and r.state == UploadState.READY]
@@ -282,20 +280,3 @@ class ImageStore:
     def unlock(lock: Lock | None) -> None:
         """Release a lock returned by one of the lock_* methods."""
         locks.release(lock)
-
-    # -- cache -------------------------------------------------------------------------------
-    def start_cache(self, timeout: float | None = None) -> bool:
-        """Watch `/nodepool/images`; True once the initial copy is loaded."""
-        self._cache_started = True
-        return self.cache.start(timeout)
-
-    def stop_cache(self) -> None:
-        """Stop watching."""
-        if self._cache_started:
-            self.cache.stop()
-            self._cache_started = False
-
-    def add_listener(self, listener: Callable[[str, CachedImageRecord | None], None]) -> None:
-        """Call `listener(key, record_or_None)` on every build/upload/flag change; `key` is
-        the path below /nodepool/images."""
-        self.cache.add_listener(listener)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from kazoo.exceptions import BadVersionError
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.zk import locks, paths
-from nodepool_ng.zk.cache import RecordCache
+from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.nodes")
@@ -35,32 +34,15 @@ def _stamp(node: Node, version: int | None, contenders: frozenset[str]) -> None:
     node.lock_contenders = contenders
 
 
-class NodeStore:
+class NodeStore(CachedStore[Node]):
     """Create, read, write, lock and delete nodes. Call `start_cache()` for cached listing."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
-        self.client = client
-        self.cache: RecordCache[Node] = RecordCache(
+        super().__init__(client, RecordCache(
             client, paths.NODES_ROOT, _parse, Node.from_json, _stamp
-        )
-        self._cache_started = False
+        ))
 
     # -- cache -------------------------------------------------------------------------------
-    def start_cache(self, timeout: float | None = None) -> bool:
-        """Start the watch-driven cache; True once the initial copy is loaded."""
-        self._cache_started = True
-        return self.cache.start(timeout)
-
-    def stop_cache(self) -> None:
-        """Stop the cache."""
-        if self._cache_started:
-            self.cache.stop()
-            self._cache_started = False
-
-    def add_listener(self, listener: Callable[[str, Node | None], None]) -> None:
-        """Call `listener(node_id, node_or_None)` on every change (cache thread; be quick)."""
-        self.cache.add_listener(listener)
-
     def cached_nodes(self) -> list[Node]:
         """Snapshot of all cached nodes (no ZooKeeper round trip). Read-only objects."""
         return self.cache.values()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 from kazoo.exceptions import BadVersionError, NotEmptyError
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.request import DEFAULT_PRIORITY, NodeRequest, format_priority
 from nodepool_ng.zk import locks, paths
-from nodepool_ng.zk.cache import RecordCache
+from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.requests")
@@ -28,32 +27,15 @@ def _stamp(request: NodeRequest, version: int | None, contenders: frozenset[str]
         request.zk_version = version
 
 
-class RequestStore:
+class RequestStore(CachedStore[NodeRequest]):
     """Submit, read, write, lock and delete node requests; cached sorted iteration."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
-        self.client = client
-        self.cache: RecordCache[NodeRequest] = RecordCache(
+        super().__init__(client, RecordCache(
             client, paths.REQUESTS_ROOT, _parse, NodeRequest.from_json, _stamp
-        )
-        self._cache_started = False
+        ))
 
     # -- cache -------------------------------------------------------------------------------
-    def start_cache(self, timeout: float | None = None) -> bool:
-        """Start the watch-driven cache; True once the initial copy is loaded."""
-        self._cache_started = True
-        return self.cache.start(timeout)
-
-    def stop_cache(self) -> None:
-        """Stop the cache."""
-        if self._cache_started:
-            self.cache.stop()
-            self._cache_started = False
-
-    def add_listener(self, listener: Callable[[str, NodeRequest | None], None]) -> None:
-        """Call `listener(request_id, request_or_None)` on every change (cache thread)."""
-        self.cache.add_listener(listener)
-
     def cached_requests(self) -> list[NodeRequest]:
         """Cached requests sorted by (priority, relative_priority, sequence). Read-only."""
         return sorted(self.cache.values(), key=lambda r: r.sort_key)
