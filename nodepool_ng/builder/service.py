@@ -206,38 +206,16 @@ class Builder:
     def _start_scheduler(self) -> None:
         t = self.timing
         self.scheduler = BackgroundScheduler(daemon=True)
-        self.scheduler.add_job(
-            self.wake_builds,
-            "interval",
-            seconds=t.build_interval,
-            id="build-check",
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            self.wake_uploads,
-            "interval",
-            seconds=t.upload_interval,
-            id="upload-check",
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            self.wake_cleanup,
-            "interval",
-            seconds=t.cleanup_interval,
-            id="cleanup",
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            self.check_config,
-            "interval",
-            seconds=t.config_interval,
-            id="config",
-            coalesce=True,
-            max_instances=1,
-        )
+        periodic = {
+            "build-check": (self.wake_builds, t.build_interval),
+            "upload-check": (self.wake_uploads, t.upload_interval),
+            "cleanup": (self.wake_cleanup, t.cleanup_interval),
+            "config": (self.check_config, t.config_interval),
+        }
+        for job_id, (func, seconds) in periodic.items():
+            self.scheduler.add_job(
+                func, "interval", seconds=seconds, id=job_id, coalesce=True, max_instances=1
+            )
         self.scheduler.start()
         self._schedule_rebuilds()
 

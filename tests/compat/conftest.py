@@ -10,8 +10,6 @@ talks to a TLS ZooKeeper started from openssl-made certificates (tests/zk/test_t
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +18,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from tests.fixtures.ports import free_port
-from tests.fixtures.zookeeper import ZK_CLASSPATH, _ruok
-from tests.zk.test_tls import NETTY, make_certs
-from tests.zk.util import wait_for
+from tests.fixtures.zookeeper import ZooKeeperServer, tls_available
 
 COMPAT_DIR = Path(os.environ.get("NODEPOOL_COMPAT_DIR", "/opt/compat"))
 NODEPOOL11 = COMPAT_DIR / "nodepool11"
@@ -73,36 +68,16 @@ class TlsZooKeeper:
 
 
 @pytest.fixture(scope="session")
-def tls_zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsZooKeeper]:
-    if shutil.which("openssl") is None or not Path("/usr/share/java/netty-codec.jar").exists():
+def tls_zookeeper() -> Iterator[TlsZooKeeper]:
+    if not tls_available():
         pytest.skip("openssl or netty jars not installed (needed for a TLS ZooKeeper)")
-    d = tmp_path_factory.mktemp("compat-zk")
-    make_certs(d)
-    port, secure_port = free_port(), free_port()
-    (d / "data").mkdir()
-    cfg = d / "zoo.cfg"
-    cfg.write_text(
-        f"dataDir={d / 'data'}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
-        f"secureClientPort={secure_port}\nsecureClientPortAddress=127.0.0.1\n"
-        "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
-        f"ssl.keyStore.location={d / 'server.pem'}\nssl.keyStore.type=PEM\n"
-        f"ssl.trustStore.location={d / 'ca.pem'}\nssl.trustStore.type=PEM\n"
-        "admin.enableServer=false\n4lw.commands.whitelist=ruok\ntickTime=500\n"
-    )
-    with open(d / "zk.log", "wb") as log:
-        process = subprocess.Popen(
-            ["java", "-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-             "-Dzookeeper.root.logger=WARN,CONSOLE", "-cp", f"{ZK_CLASSPATH}:{NETTY}",
-             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
-            stdout=log, stderr=subprocess.STDOUT)
+    server = ZooKeeperServer(tls=True)
+    server.start()
     try:
-        wait_for(lambda: process.poll() is not None or _ruok(port), timeout=30,
-                 what="TLS zookeeper")
-        assert process.poll() is None, (d / "zk.log").read_text()
-        yield TlsZooKeeper(secure_port, d)
+        assert server.secure_port is not None
+        yield TlsZooKeeper(server.secure_port, Path(server.certs_dir))
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 @pytest.fixture
