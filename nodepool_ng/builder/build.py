@@ -18,7 +18,7 @@ from nodepool_ng.builder import dib, formats, policy
 from nodepool_ng.builder.context import BuilderContext
 from nodepool_ng.config.models import Config, DiskImageConfig
 from nodepool_ng.errors import ImageBuildError, LockError, ZooKeeperError
-from nodepool_ng.model.image import BuildState, ImageBuild
+from nodepool_ng.model.image import BuildState, ImageBuild, UploadState
 from nodepool_ng.runtime import Worker
 
 log = logging.getLogger("nodepool_ng.builder.build")
@@ -68,8 +68,14 @@ class BuildWorker(Worker):
         if image.pause or not required or store.is_paused(image.name):
             return None
         requested = store.build_requested_at(image.name) is not None
+        builds = store.builds(image.name)
         if not policy.build_reason(
-            store.builds(image.name), required, image.rebuild_age, time.time(), requested
+            builds,
+            required,
+            image.rebuild_age,
+            time.time(),
+            requested,
+            self.pending_formats(config, image, builds),
         ):
             return None
         try:
@@ -79,8 +85,14 @@ class BuildWorker(Worker):
         try:
             # Double check under the lock: another builder may have just finished.
             requested = store.build_requested_at(image.name) is not None
+            builds = store.builds(image.name)
             reason = policy.build_reason(
-                store.builds(image.name), required, image.rebuild_age, time.time(), requested
+                builds,
+                required,
+                image.rebuild_age,
+                time.time(),
+                requested,
+                self.pending_formats(config, image, builds),
             )
             if not reason:
                 return None
@@ -93,6 +105,27 @@ class BuildWorker(Worker):
         if self.on_build_done is not None:
             self.on_build_done(outcome)
         return outcome
+
+    def pending_formats(
+        self, config: Config, image: DiskImageConfig, builds: list[ImageBuild]
+    ) -> set[str]:
+        """Formats of (unpaused) providers with no READY upload of the newest READY build,
+        looked up only when that build had files deleted after upload."""
+        ready = policy.ready_builds(builds)
+        if not ready or not ready[0].id or not policy.pruned_formats(ready[0]):
+            return set()
+        newest = ready[0]
+        assert newest.id is not None
+        out: set[str] = set()
+        for provider in self.ctx.providers_of(config, image.name):
+            pdi = provider.diskimage(image.name)
+            fmt = self.ctx.provider_format(provider.name)
+            if pdi is None or pdi.pause or not fmt:
+                continue
+            uploads = self.ctx.images.uploads(image.name, newest.id, provider.name)
+            if not any(u.state == UploadState.READY for u in uploads):
+                out.add(fmt)
+        return out
 
     def build(
         self, config: Config, image: DiskImageConfig, required: tuple[str, ...]

@@ -7,7 +7,14 @@ Each pass, per image:
   uploads is kept (a provider whose newest upload keeps failing still has an image to boot);
 - every other upload is set `deleting`, deleted from the cloud and from ZooKeeper;
 - `uploading` records whose build+provider upload lock nobody holds (their builder died) and
-  `failed` records are removed; `building` records whose image build lock nobody holds too;
+  `failed` records are removed, except per provider the newest `failed` attempt of a kept
+  build not yet READY there (its `error` says why while the builder retries); `building`
+  records whose image build lock nobody holds are removed too;
+- with `delete-after-upload`, a kept READY build of this builder that every provider has
+  READY loses its local image files except `keep-formats` (`prune.py`);
+- uploads of a provider gone from the config are deleted through the adapter the builder
+  used before the reload, or one made from the `cloud` the upload recorded (after a
+  restart); when neither works the record is removed and the image named in the log;
 - builds left with no upload are set `deleting`, their local files removed, then the znode;
 - local files of builds ZooKeeper no longer knows are removed.
 Per provider, images in the cloud carrying our metadata (`nodepool_provider_name` = provider)
@@ -23,9 +30,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from nodepool_ng.builder import formats, policy
-from nodepool_ng.builder.context import BuilderContext
-from nodepool_ng.config.models import Config
+from nodepool_ng.builder import formats, policy, prune
+from nodepool_ng.builder.context import BuilderContext, ImageAdapter
+from nodepool_ng.builder.upload import CLOUD_KEY, REGION_KEY
+from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.drivers.base import META_BUILD_ID, META_PROVIDER_NAME, META_UPLOAD_ID
 from nodepool_ng.errors import LockError, NodepoolError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
@@ -33,6 +41,10 @@ from nodepool_ng.runtime import Worker
 from nodepool_ng.zk import locks, paths
 
 log = logging.getLogger("nodepool_ng.builder.cleanup")
+
+# Failed image deletes (one per pass) after which an upload of a provider gone from the config
+# is given up: its record is removed and the image named in the log.
+REMOVED_PROVIDER_ATTEMPTS = 5
 
 _BUILD_FILE = re.compile(r"^(?P<image>.+)-(?P<build>[0-9a-f]{32}|\d{10})(\.|$)")
 
@@ -55,6 +67,8 @@ class CleanupWorker(Worker):
         self.ctx = ctx
         # (provider, external id) of unclaimed cloud images seen in the previous pass.
         self._suspects: set[tuple[str, str]] = set()
+        # Failed image deletes per upload path, for providers gone from the config.
+        self._removed_failures: dict[str, int] = {}
 
     def run_once(self) -> float | None:
         config = self.ctx.config
@@ -98,6 +112,7 @@ class CleanupWorker(Worker):
             if provider in users:
                 candidates = [u for u in items if u.build_id in ready_builds]
                 kept_uploads |= policy.uploads_to_keep(candidates)
+                kept_uploads |= policy.failed_uploads_to_keep(items, keep_builds & ready_builds)
 
         for items in uploads.values():
             for upload in items:
@@ -108,6 +123,17 @@ class CleanupWorker(Worker):
                 else:
                     # Rotated out, failed, marked deleting, or its provider/image/build left.
                     self.delete_upload(upload)
+
+        diskimage = config.diskimages.get(image)
+        if diskimage is not None and diskimage.delete_after_upload and config.images_dir:
+            for build in builds:
+                if (
+                    build.id in keep_builds
+                    and build.state == BuildState.READY
+                    and build.builder_id == self.ctx.builder_id
+                    and prune.uploaded_everywhere(build, users, uploads)
+                ):
+                    prune.prune_build(self.ctx, config, diskimage, build)
 
         for build in builds:
             if build.id in keep_builds:
@@ -160,30 +186,87 @@ class CleanupWorker(Worker):
                 store.store_upload(fresh)
             if fresh.external_id:
                 adapter = self.ctx.adapter(provider)
+                gone = adapter is None
+                if adapter is None:
+                    adapter = self._removed_provider_adapter(fresh)
                 if adapter is None:
                     log.warning(
-                        "Upload %s: provider %s is gone from the config; removing the record "
-                        "only (image %s may remain in that cloud)",
+                        "Upload %s: provider %s is gone from the config and its cloud is "
+                        "unknown; removing the record only: image %s (%s) may remain in "
+                        "that cloud",
                         fresh.path,
                         provider,
+                        fresh.external_name,
                         fresh.external_id,
                     )
                 else:
                     try:
                         adapter.delete_image(fresh.external_id)
                     except (NodepoolError, OSError) as e:
+                        if not gone or self._retry_removed(fresh):
+                            log.warning(
+                                "Upload %s: deleting image %s failed, will retry: %s",
+                                fresh.path,
+                                fresh.external_id,
+                                e,
+                            )
+                            return False
                         log.warning(
-                            "Upload %s: deleting image %s failed, will retry: %s",
+                            "Upload %s: provider %s is gone from the config and deleting "
+                            "image %s (%s) failed %d times (%s); removing the record only: "
+                            "the image may remain in cloud %s",
                             fresh.path,
+                            provider,
+                            fresh.external_name,
                             fresh.external_id,
+                            REMOVED_PROVIDER_ATTEMPTS,
                             e,
+                            fresh.extra.get(CLOUD_KEY, "?"),
                         )
-                        return False
+            self._removed_failures.pop(fresh.path or "", None)
             log.info("Deleted upload %s (image %s)", fresh.path, fresh.external_id)
         finally:
             store.unlock(lock)
         store.delete_upload(fresh)
         return True
+
+    def _removed_provider_adapter(self, upload: ImageUpload) -> ImageAdapter | None:
+        """An adapter for the cloud of a provider no longer in the config: the one the
+        builder used before the reload, else one made from the `cloud` the upload recorded
+        (after a restart)."""
+        provider = upload.provider_name or ""
+        adapter = self.ctx.retired_adapter(provider)
+        cloud = upload.extra.get(CLOUD_KEY)
+        if adapter is not None or not isinstance(cloud, str) or self.ctx.adapter_factory is None:
+            return adapter
+        region = upload.extra.get(REGION_KEY)
+        config = ProviderConfig(
+            name=provider, cloud=cloud, region_name=region if isinstance(region, str) else None
+        )
+        try:
+            adapter = self.ctx.adapter_factory(config)
+        except (NodepoolError, OSError) as e:
+            log.warning("Removed provider %s: cannot reach its cloud %s: %s", provider, cloud, e)
+            return None
+        log.info("Removed provider %s: deleting its uploads from cloud %s", provider, cloud)
+        self.ctx.add_retired(provider, adapter)
+        return adapter
+
+    def _retry_removed(self, upload: ImageUpload) -> bool:
+        """Count a failed delete for a removed provider; False once it is time to give up."""
+        key = upload.path or ""
+        self._removed_failures[key] = self._removed_failures.get(key, 0) + 1
+        if self._removed_failures[key] < REMOVED_PROVIDER_ATTEMPTS:
+            return True
+        del self._removed_failures[key]
+        return False
+
+    def release_removed_providers(self, known: set[tuple[str, str, str]]) -> None:
+        """Stop adapters of removed providers that have no upload record left."""
+        left = {provider for provider, _, _ in known}
+        for provider in self.ctx.retired_providers():
+            if provider not in left:
+                self.ctx.release_retired(provider)
 
     def delete_build(self, config: Config, build: ImageBuild) -> None:
         store = self.ctx.images
@@ -249,6 +332,7 @@ class CleanupWorker(Worker):
         except ZooKeeperError as e:
             log.warning("Leaked image check skipped: %s", e)
             return
+        self.release_removed_providers(known)
         suspects: set[tuple[str, str]] = set()
         for provider, adapter in sorted(self.ctx.adapters().items()):
             try:

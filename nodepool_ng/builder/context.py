@@ -6,9 +6,10 @@ so a pass sees one consistent config.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from nodepool_ng.builder import formats
 from nodepool_ng.builder.stats import BuilderStats
@@ -17,6 +18,16 @@ from nodepool_ng.drivers.base import ImageAdapter
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.images import ImageStore
+
+log = logging.getLogger("nodepool_ng.builder")
+
+AdapterFactory = Callable[[ProviderConfig], ImageAdapter]
+
+
+def stop_adapter(adapter: ImageAdapter) -> None:
+    stop = getattr(adapter, "stop", None)
+    if stop is not None:
+        stop()
 
 
 class BuilderContext:
@@ -28,6 +39,7 @@ class BuilderContext:
         hostname: str,
         builder_id: str,
         adapters: Mapping[str, ImageAdapter] | None = None,
+        adapter_factory: AdapterFactory | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._config = config
@@ -36,6 +48,9 @@ class BuilderContext:
         self.hostname = hostname
         self.builder_id = builder_id
         self._adapters: dict[str, ImageAdapter] = dict(adapters or {})
+        # Adapters of providers gone from the config, kept until their uploads are deleted.
+        self._retired: dict[str, ImageAdapter] = {}
+        self.adapter_factory = adapter_factory
         self.stopping = threading.Event()
         self.stats = BuilderStats(hostname)
 
@@ -45,10 +60,56 @@ class BuilderContext:
         with self._lock:
             return self._config
 
-    def set_config(self, config: Config, adapters: Mapping[str, ImageAdapter]) -> None:
+    def set_config(
+        self,
+        config: Config,
+        adapters: Mapping[str, ImageAdapter],
+        retired: Mapping[str, ImageAdapter] | None = None,
+    ) -> None:
+        """Swap config and adapters; `retired` are adapters of providers just removed."""
+        stale = []
         with self._lock:
             self._config = config
             self._adapters = dict(adapters)
+            for name, adapter in (retired or {}).items():
+                if name not in self._adapters:
+                    self._retired[name] = adapter
+            for name in list(self._retired):
+                if name in self._adapters:  # the provider is back: its live adapter serves
+                    stale.append(self._retired.pop(name))
+        for adapter in stale:
+            stop_adapter(adapter)
+
+    def retired_adapter(self, provider: str) -> ImageAdapter | None:
+        """The adapter of a provider removed from the config, if this builder still has it."""
+        with self._lock:
+            return self._retired.get(provider)
+
+    def add_retired(self, provider: str, adapter: ImageAdapter) -> None:
+        with self._lock:
+            old = self._retired.get(provider)
+            self._retired[provider] = adapter
+        if old is not None and old is not adapter:
+            stop_adapter(old)
+
+    def retired_providers(self) -> list[str]:
+        with self._lock:
+            return sorted(self._retired)
+
+    def release_retired(self, provider: str) -> None:
+        """Stop a removed provider's adapter: none of its uploads is left to delete."""
+        with self._lock:
+            adapter = self._retired.pop(provider, None)
+        if adapter is not None:
+            log.info("Provider %s: all uploads of the removed provider deleted", provider)
+            stop_adapter(adapter)
+
+    def release_all_retired(self) -> None:
+        for name in self.retired_providers():
+            with self._lock:
+                adapter = self._retired.pop(name, None)
+            if adapter is not None:
+                stop_adapter(adapter)
 
     def adapter(self, provider: str) -> ImageAdapter | None:
         with self._lock:

@@ -13,6 +13,9 @@ from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadS
 KEEP_BUILDS = 2
 KEEP_UPLOADS = 2
 
+# Extra key of a build record: formats whose local file `delete-after-upload` removed.
+PRUNED_FORMATS_KEY = "pruned_formats"
+
 
 def _time(record: ImageBuild | ImageUpload) -> float:
     return record.state_time or 0.0
@@ -23,15 +26,24 @@ def ready_builds(builds: Iterable[ImageBuild]) -> list[ImageBuild]:
     return sorted((b for b in builds if b.state == BuildState.READY), key=_time, reverse=True)
 
 
+def pruned_formats(build: ImageBuild) -> set[str]:
+    """Formats of the build whose local file was deleted after upload."""
+    raw = build.extra.get(PRUNED_FORMATS_KEY)
+    return {f for f in raw.split(",") if f} if isinstance(raw, str) else set()
+
+
 def build_reason(
     builds: Sequence[ImageBuild],
     required_formats: Iterable[str],
     rebuild_age: float,
     now: float,
     requested: bool = False,
+    pending_formats: Iterable[str] = (),
 ) -> str | None:
     """Why the image should be built now, or None when it need not be.
 
+    `pending_formats`: formats of providers still waiting for an upload of the newest READY
+    build; one whose file was deleted after upload can only come from a new build.
     Paused images and images with no formats are filtered out by the caller.
     """
     if requested:
@@ -45,6 +57,12 @@ def build_reason(
     missing = set(required_formats) - set(newest.formats)
     if missing:
         return f"newest build {newest.id} lacks formats {','.join(sorted(missing))}"
+    lost = set(pending_formats) & pruned_formats(newest)
+    if lost:
+        return (
+            f"newest build {newest.id} is needed as {','.join(sorted(lost))} by a provider "
+            "without an upload of it, but that file was deleted after upload"
+        )
     return None
 
 
@@ -87,6 +105,24 @@ def uploads_to_keep(uploads: Iterable[ImageUpload], keep: int = KEEP_UPLOADS) ->
     """
     ready = sorted((u for u in uploads if u.state == UploadState.READY), key=_time, reverse=True)
     return {upload_key(u) for u in ready[:keep]}
+
+
+def failed_uploads_to_keep(uploads: Iterable[ImageUpload], builds: Iterable[str]) -> set[str]:
+    """For one image and provider: per build in `builds` without a READY upload, the newest
+    FAILED upload (its `error` tells `image-list` and `image-build --wait` why; the builder
+    is retrying). Keys are `upload_key()`."""
+    by_build: dict[str, list[ImageUpload]] = {}
+    for upload in uploads:
+        by_build.setdefault(upload.build_id or "", []).append(upload)
+    kept = set()
+    for build_id in builds:
+        items = by_build.get(build_id, [])
+        if any(u.state == UploadState.READY for u in items):
+            continue
+        failed = [u for u in items if u.state == UploadState.FAILED]
+        if failed:
+            kept.add(upload_key(max(failed, key=lambda u: (_time(u), u.id or ""))))
+    return kept
 
 
 def upload_key(upload: ImageUpload) -> str:

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from nodepool_ng import __version__
 from nodepool_ng.builder.build import BuildOutcome, BuildWorker
 from nodepool_ng.builder.cleanup import CleanupWorker
-from nodepool_ng.builder.context import BuilderContext, ImageAdapter
+from nodepool_ng.builder.context import AdapterFactory, BuilderContext, ImageAdapter, stop_adapter
 from nodepool_ng.builder.upload import UploadBackoff, UploadOutcome, UploadWorker
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
@@ -74,9 +73,6 @@ def read_builder_id(images_dir: str) -> str:
     return value
 
 
-AdapterFactory = Callable[[ProviderConfig], ImageAdapter]
-
-
 class Builder:
     def __init__(
         self,
@@ -101,6 +97,8 @@ class Builder:
             lambda provider: default_adapter_factory(provider, clouds_yaml)
         )
         self._adapters: dict[str, tuple[ProviderConfig, ImageAdapter]] = {}
+        # Adapters of providers the last reload removed (handed to the context's cleanup).
+        self._removed: dict[str, ImageAdapter] = {}
         self.ctx: BuilderContext | None = None
         self.zk: ZooKeeperClient | None = None
         self.component: BuilderComponent | None = None
@@ -138,6 +136,7 @@ class Builder:
             self.hostname,
             builder_id,
             self._update_adapters(config),
+            adapter_factory=self._adapter_factory,
         )
         # MQTT events of this builder's builds and uploads (an observer of the image tree).
         self.events = start_builder_events(config, self.hostname, self.zk, builder_id)
@@ -186,9 +185,11 @@ class Builder:
         for worker in workers:
             worker.join(30)
         for _, adapter in self._adapters.values():
-            stop = getattr(adapter, "stop", None)
-            if stop is not None:
-                stop()
+            stop_adapter(adapter)
+        for adapter in self._removed.values():
+            stop_adapter(adapter)
+        if self.ctx is not None:
+            self.ctx.release_all_retired()
         if self.events is not None:
             self.events.stop()
         if self.zk is not None:
@@ -294,7 +295,9 @@ class Builder:
             return
         if config is None or self.ctx is None:
             return
-        self.ctx.set_config(config, self._update_adapters(config))
+        adapters = self._update_adapters(config)
+        removed, self._removed = self._removed, {}
+        self.ctx.set_config(config, adapters, removed)
         self._watch_images(config)
         self._schedule_rebuilds()
         self.wake_builds()
@@ -302,7 +305,7 @@ class Builder:
         self.wake_cleanup()
 
     def _update_adapters(self, config: Config) -> dict[str, ImageAdapter]:
-        """Keep adapters of unchanged providers; make new ones; stop removed ones."""
+        """Keep adapters of unchanged providers; make new ones; set removed ones aside."""
         out: dict[str, tuple[ProviderConfig, ImageAdapter]] = {}
         for name, provider in config.providers.items():
             # Also providers without diskimages: their old uploads must still be deleted.
@@ -317,10 +320,11 @@ class Builder:
             except NodepoolError as e:
                 log.error("Provider %s: cannot start its cloud adapter: %s", name, e)
         for name, (_, adapter) in self._adapters.items():
-            if out.get(name, (None, None))[1] is not adapter:
-                stop = getattr(adapter, "stop", None)
-                if stop is not None:
-                    stop()
+            if name not in out:
+                # Removed: cleanup still needs it to delete the provider's uploads.
+                self._removed[name] = adapter
+            elif out[name][1] is not adapter:
+                stop_adapter(adapter)
         self._adapters = out
         return {name: adapter for name, (_, adapter) in out.items()}
 

@@ -3,7 +3,9 @@
 Each worker walks provider x diskimage pairs and takes the build+provider upload lock
 non-blocking, so M workers upload M pairs in parallel and a slow or failing cloud only ties
 up the worker that is talking to it. A failed upload is retried with exponential backoff (per
-provider, image and build, shared by all workers); cleanup removes the `failed` record.
+provider, image and build, shared by all workers) for as long as the build is the newest,
+like upstream (which has no retry limit); each record carries its `attempt` number and cleanup
+removes the `failed` ones.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from nodepool_ng.runtime import Worker
 from nodepool_ng.zk.images import ImageStore
 
 log = logging.getLogger("nodepool_ng.builder.upload")
+
+# Extra keys of an upload record: the provider's clouds.yaml cloud and region.
+CLOUD_KEY = "cloud"
+REGION_KEY = "region_name"
+# Extra key of an upload record: 1 for the first try of a build for a provider, then 2, ...
+ATTEMPT_KEY = "attempt"
 
 
 class UploadBackoff:
@@ -48,6 +56,11 @@ class UploadBackoff:
             attempts = self._failures.get(key, (0, 0.0))[0] + 1
             self._failures[key] = (attempts, now)
             return attempts
+
+    def attempts(self, key: tuple[str, str, str]) -> int:
+        """Failed attempts so far."""
+        with self._lock:
+            return self._failures.get(key, (0, 0.0))[0]
 
     def succeeded(self, key: tuple[str, str, str]) -> None:
         with self._lock:
@@ -102,6 +115,8 @@ class UploadWorker(Worker):
         self.ctx = ctx
         self.backoff = backoff
         self.on_upload_done = on_upload_done
+        # (provider, image, build) already reported as impossible (file deleted after upload).
+        self._told_pruned: set[tuple[str, str, str]] = set()
 
     def run_once(self) -> float | None:
         config = self.ctx.config
@@ -140,7 +155,17 @@ class UploadWorker(Worker):
             return wait
         path = formats.image_path(self.ctx.output_base(config, image.name, build.id), fmt)
         if not os.path.isfile(path):
-            return None  # built elsewhere: that builder uploads it
+            if fmt in policy.pruned_formats(build) and key not in self._told_pruned:
+                self._told_pruned.add(key)
+                log.warning(
+                    "Cannot upload %s build %s to %s: its %s file was deleted after upload "
+                    "(delete-after-upload); the image is built again for this provider",
+                    image.name,
+                    build.id,
+                    provider.name,
+                    fmt,
+                )
+            return None  # built elsewhere (that builder uploads it), or pruned
         try:
             lock = store.lock_uploads(image.name, build.id, provider.name)
         except LockError:
@@ -150,7 +175,8 @@ class UploadWorker(Worker):
             fresh = self._candidate(store, image.name, provider.name, fmt)
             if fresh is None or fresh.id != build.id:
                 return None
-            outcome = self.upload(provider, image, build, adapter, fmt, path)
+            attempt = self.backoff.attempts(key) + 1
+            outcome = self.upload(provider, image, build, adapter, fmt, path, attempt)
         finally:
             store.unlock(lock)
         if outcome.state == UploadState.READY:
@@ -187,6 +213,7 @@ class UploadWorker(Worker):
         adapter: ImageAdapter,
         fmt: str,
         path: str,
+        attempt: int = 1,
     ) -> UploadOutcome:
         store = self.ctx.images
         assert build.id is not None
@@ -200,6 +227,13 @@ class UploadWorker(Worker):
             python_path=build.python_path,
             shell_type=build.shell_type,
         )
+        # Where the image lives, so it can still be deleted if the provider leaves the config
+        # (extra keys: upstream readers ignore them).
+        record.extra[CLOUD_KEY] = provider.cloud
+        # Which try of this build for this provider (`image-build --wait` shows it).
+        record.extra[ATTEMPT_KEY] = attempt
+        if provider.region_name:
+            record.extra[REGION_KEY] = provider.region_name
         upload_id = store.create_upload(record)
         record.id = upload_id
         now = time.time()

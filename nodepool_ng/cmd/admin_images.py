@@ -11,6 +11,7 @@ from typing import Any
 
 from nodepool_ng import status
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
+from nodepool_ng.model.image import BuildState, UploadState
 from nodepool_ng.status import Table
 
 log = logging.getLogger("nodepool_ng.cmd.admin")
@@ -96,7 +97,15 @@ def cmd_image_build(ctx: AdminContext, args: argparse.Namespace) -> int | None:
 
 
 class BuildWatcher:
-    """`image-build --wait`: show the build, then each provider's upload, until done."""
+    """`image-build --wait`: show the build, then each provider's upload, until done.
+
+    The builder retries a failed upload (with backoff) for as long as the build is the
+    image's newest READY build, so a `failed` upload record is one attempt, not the end: the
+    watcher shows it and keeps waiting for a `ready` upload of the build to that provider.
+    The wait fails when the build fails, when the build is deleted or superseded by a newer
+    READY build (the builder then never uploads it), or at `--timeout`, naming the providers
+    still waiting and their last error.
+    """
 
     def __init__(
         self,
@@ -110,9 +119,11 @@ class BuildWatcher:
         self.image = image
         self.known_builds = known_builds
         self.providers = providers
+        self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.start = time.monotonic()
         self.shown: dict[str, str] = {}
+        self.last_error: dict[str, str] = {}
 
     def _say(self, key: str, state: str) -> None:
         if self.shown.get(key) == state:
@@ -125,14 +136,21 @@ class BuildWatcher:
             self.ctx.print(f"[{elapsed:7.1f}s] {key}: {state}")
         self.ctx.out.flush()
 
-    def _tick(self) -> None:
+    def _tick(self, waiting_for: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise CommandError(f"image {self.image}: not done before the --timeout")
+            raise CommandError(
+                f"image {self.image}: {waiting_for} not done within --timeout {self.timeout:g}s"
+            )
         time.sleep(WAIT_POLL_SECONDS)
 
     def run(self) -> int:
         self._say(f"{self.image} build", "requested")
-        build_id = None
+        build_id = self._wait_build()
+        self._wait_uploads(build_id)
+        self._say(f"{self.image} build {build_id}", "built and uploaded")
+        return 0
+
+    def _wait_build(self) -> str:
         while True:
             builds = [
                 b
@@ -141,34 +159,66 @@ class BuildWatcher:
             ]
             if builds:
                 build = builds[-1]
-                build_id = build.build_id
                 state = str(build.data.get("state"))
-                self._say(f"{self.image} build {build_id}", state)
+                self._say(f"{self.image} build {build.build_id}", state)
                 if state == "failed":
-                    raise CommandError(f"image {self.image}: build {build_id} failed")
+                    error = build.data.get("error")
+                    raise CommandError(
+                        f"image {self.image}: build {build.build_id} failed"
+                        + (f": {error}" if error else "")
+                    )
                 if state == "ready":
-                    break
-            self._tick()
+                    return build.build_id
+            self._tick("the build")
+
+    def _wait_uploads(self, build_id: str) -> None:
+        store = self.ctx.data.image_store
         pending = set(self.providers)
-        failed: list[str] = []
         while pending:
-            for upload in self.ctx.data.upload_views():
-                if upload.image != self.image or upload.build_id != build_id:
+            self._check_build_current(build_id)
+            for provider in sorted(pending):
+                uploads = store.uploads(self.image, build_id, provider)
+                if any(u.state == UploadState.READY for u in uploads):
+                    self._say(f"upload to {provider}", "ready")
+                    pending.discard(provider)
                     continue
-                if upload.provider not in pending:
+                if not uploads:
                     continue
-                state = str(upload.data.get("state"))
-                self._say(f"upload to {upload.provider}", state)
-                if state in ("ready", "failed"):
-                    pending.discard(upload.provider)
-                    if state == "failed":
-                        failed.append(upload.provider)
+                latest = max(uploads, key=lambda u: (u.state_time or 0.0, u.id or ""))
+                attempt = latest.extra.get("attempt")
+                label = str(latest.state) + (f" (attempt {attempt})" if attempt else "")
+                if latest.state == UploadState.FAILED:
+                    error = str(latest.extra.get("error") or "unknown error")
+                    self.last_error[provider] = error
+                    label += f": {error}; the builder retries"
+                self._say(f"upload to {provider}", label)
             if pending:
-                self._tick()
-        if failed:
-            raise CommandError(f"image {self.image}: upload failed to {', '.join(failed)}")
-        self._say(f"{self.image} build {build_id}", "built and uploaded")
-        return 0
+                self._tick(self._waiting_for(pending))
+
+    def _waiting_for(self, pending: set[str]) -> str:
+        parts = []
+        for provider in sorted(pending):
+            error = self.last_error.get(provider)
+            parts.append(f"{provider} (last attempt failed: {error})" if error else provider)
+        return "upload to " + ", ".join(parts)
+
+    def _check_build_current(self, build_id: str) -> None:
+        """Fail when the builder will never upload this build: deleted or superseded."""
+        builds = self.ctx.data.image_store.builds(self.image)
+        mine = next((b for b in builds if b.id == build_id), None)
+        if mine is None or mine.state != BuildState.READY:
+            state = "deleted" if mine is None else str(mine.state)
+            raise CommandError(f"image {self.image}: build {build_id} was {state} before upload")
+        newer = [
+            b
+            for b in builds
+            if b.state == BuildState.READY and (b.state_time or 0) > (mine.state_time or 0)
+        ]
+        if newer:
+            raise CommandError(
+                f"image {self.image}: build {build_id} was superseded by build {newer[-1].id} "
+                "before its uploads finished (only the newest build is uploaded)"
+            )
 
 
 def cmd_alien_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 * lost requests: `pending` but unlocked (its launcher died) -> nodes deallocated (`init`
   ones deleted), `nodes=[]`, back to `requested`, so a live pool serves it;
 * max-ready-age: READY unallocated nodes older than their label's limit -> `deleting`;
+* max-hold-age / `hold_expiration`: held nodes past their hold limit -> `deleting` (hold_age);
 * stale `init` nodes nobody locked (a launcher died between create and lock) -> `deleting`;
 * leaked servers: ours by metadata but without a node record, seen in two passes -> deleted;
 * leaked floating IPs (`clean-floating-ips`): unattached in two passes -> deleted;
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from nodepool_ng.config.models import Config
 from nodepool_ng.drivers.base import Resource
+from nodepool_ng.launcher import hold_age, tenant_limits
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import LauncherZK
@@ -62,6 +64,7 @@ class CleanupWorker(Worker):
         for task in (
             self.reset_lost_requests,
             self.expire_ready_nodes,
+            self.expire_held_nodes,
             self.delete_stale_init_nodes,
             self.delete_leaked_instances,
             self.delete_leaked_resources,
@@ -72,6 +75,8 @@ class CleanupWorker(Worker):
                 task()
             except Exception:
                 log.exception("Cleanup task %s failed", task.__name__)
+        # Tenant limit gauges: re-sent each pass (upstream: each pool pass).
+        tenant_limits.report_limits(self.stats.client, self._config().tenant_resource_limits)
         if self._cleanup_lock_dirs is not None:
             try:
                 self._cleanup_lock_dirs()
@@ -151,6 +156,14 @@ class CleanupWorker(Worker):
                 lambda state, alloc: state is NodeState.READY and not alloc,
                 f"older than max-ready-age {label.max_ready_age}s",
             )
+
+    def expire_held_nodes(self) -> None:
+        expired = hold_age.expired_holds(
+            (n for n in self.zk.nodes() if not self.zk.node_locked(n)),
+            self._config().max_hold_age, set(self._runners()), time.time())
+        for node_id, limit in expired:
+            self._mark_deleting(node_id, lambda state, alloc: state is NodeState.HOLD,
+                                f"held longer than its hold limit of {limit:g}s")
 
     def delete_stale_init_nodes(self) -> None:
         now = time.time()

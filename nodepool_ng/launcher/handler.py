@@ -125,6 +125,9 @@ class RequestHandler:
             self.ctx.zk.unlock_node(node)
             return None
         node.allocated_to = self.id
+        # Spec §2.1 step 3: a reused node now counts for this tenant (tenant-resource-limits).
+        node.tenant_name = self.request.tenant_name
+        node.requestor = self.request.requestor
         self.ctx.zk.store_node(node)
         self.log.debug("Reusing ready node %s", node.id)
         return node

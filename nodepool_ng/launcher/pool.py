@@ -22,7 +22,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from nodepool_ng.errors import NodepoolError
-from nodepool_ng.launcher.assignment import Action, RequestView, decide, order_requests
+from nodepool_ng.launcher.assignment import (
+    Action,
+    Decision,
+    RequestView,
+    decide,
+    order_requests,
+)
 from nodepool_ng.launcher.handler import RequestHandler, Slot
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.log import get_logger
@@ -227,6 +233,8 @@ class PoolWorker(Worker):
         if not open_requests:
             return
         pools = ctx.zk.pool_infos()
+        tenants = ctx.tenants.begin(ctx.config.tenant_resource_limits, ctx.zk.nodes, active,
+                                    ctx.label_cost, me.supported_labels)
         addressable = 0
         for view in order_requests((_view(r) for r in open_requests.values()), me.supported_labels):
             if self.stopped:
@@ -241,6 +249,8 @@ class PoolWorker(Worker):
                 paused=paused,
                 at_concurrency_limit=ctx.at_concurrency_limit(),
             )
+            if decision.action in (Action.ACCEPT, Action.DECLINE) and not tenants.fits(req):
+                decision = Decision(Action.DEFER, "tenant resource limits")  # as upstream
             if decision.action is Action.ACCEPT:
                 addressable += 1
                 plan = self._plan(list(req.node_types), req.reuse)
@@ -252,6 +262,7 @@ class PoolWorker(Worker):
                     break
                 self._starting[view.id] = self._executor().submit(
                     self._start_planned, view.id, plan)
+                tenants.promise(req)
                 if pauses:
                     # Accepted, but it will pause (upstream: PAUSE_AT_QUOTA): so is the pool.
                     self._pausing.add(view.id)

@@ -31,6 +31,7 @@ from nodepool_ng.launcher import quota as q
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
+from nodepool_ng.launcher.tenant_limits import TenantLimiter
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
@@ -67,6 +68,7 @@ class PoolContext:
     wake: Callable[[], None]
     stats: LauncherStats = field(default_factory=LauncherStats)
     cloud_quota_ttl: float = CLOUD_QUOTA_TTL
+    tenants: TenantLimiter = field(default_factory=TenantLimiter)  # tenant-resource-limits
     # Nodes this pool created that the node cache may not show yet: id -> cost.
     _created: dict[str, Quota] = field(default_factory=dict)
     # Quota promised to accepts still running in the background: token -> cost.

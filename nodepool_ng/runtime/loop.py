@@ -11,6 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from nodepool_ng.errors import ZooKeeperError
+
 log = logging.getLogger("nodepool_ng.runtime")
 
 
@@ -82,6 +84,9 @@ class Worker:
             delay: float | None = None
             try:
                 delay = self.run_once()
+            except ZooKeeperError as e:
+                # The connection dropped mid-pass: expected, not a bug; the pause takes over.
+                log.warning("%s: pass interrupted: %s", self.name, e)
             except Exception:
                 log.exception("%s: error in pass", self.name)
             self.passes += 1

@@ -1,9 +1,18 @@
 """Watch-driven caches: a local copy of a subtree, updated by ZooKeeper watches, no polling.
 
-Choice (see doc/zookeeper.md): kazoo 2.11 has no persistent recursive watch (`addWatch`), so
-this wraps kazoo's `TreeCache`, which keeps one data watch and one child watch per znode and
-re-reads the whole subtree after a reconnect (including after session expiry; znodes deleted
-meanwhile are reported removed). Events arrive within milliseconds on the cache's own thread.
+`TreeCache` keeps a subtree with one persistent recursive watch (`zk/watch.py`; ZooKeeper
+>= 3.6, as upstream Nodepool requires). Each notification is queued in arrival order; the
+cache thread takes what has queued up, sends one GetData for every created or changed znode
+whose data it keeps (lock contenders are kept by name only: no read at all), and applies the
+answers in notification order. After every (re)connect it re-adds the watch and re-reads the
+whole subtree, so nothing missed while disconnected survives (znodes deleted meanwhile are
+reported removed). Per znode change this is one round trip; kazoo's own `TreeCache` re-arms a
+data and a child watch on every znode (four round trips per lock contender).
+
+Ordering rule: every read and every notification takes a tick from one counter. A read's
+answer is at least as new as the state when it was sent, so a data answer older (lower
+`mzxid`) than what is cached is dropped, and a deletion notification removes only an entry
+read before the notification arrived (a later read proved the znode exists again).
 
 `RecordCache` sits on top and keeps decoded records keyed by id plus the lock contenders seen
 under each record, calling listeners `(record_id, record_or_None)` on every change.
@@ -11,16 +20,21 @@ under each record, calling listeners `(record_id, record_or_None)` on every chan
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kazoo.recipe.cache import TreeCache as KazooTreeCache
-from kazoo.recipe.cache import TreeEvent
+from kazoo.exceptions import KazooException, NoNodeError, UnimplementedError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType
 
-from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.errors import ZooKeeperError
+from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
+from nodepool_ng.zk.watch import add_watch_async
 
 log = logging.getLogger("nodepool_ng.zk.cache")
 
@@ -37,76 +51,212 @@ class CacheEvent:
     version: int = -1
 
 
-_KINDS = {
-    TreeEvent.NODE_ADDED: "added",
-    TreeEvent.NODE_UPDATED: "updated",
-    TreeEvent.NODE_REMOVED: "removed",
-    TreeEvent.INITIALIZED: "initialized",
-}
+@dataclass
+class _Entry:
+    data: bytes | None
+    version: int
+    mzxid: int
+    read_at: int  # tick of the read (or notification) this entry comes from
+
+
+@dataclass
+class _Notification:
+    tick: int
+    event_type: str
+    path: str
+    answer: Any = None  # kazoo async GetData result, when the data is kept
+    read_at: int = 0
+
+
+_RESYNC = "resync"
 
 
 class TreeCache:
-    """A local copy of the subtree at `root`; listeners get a CacheEvent for each change."""
+    """A local copy of the subtree at `root`; listeners get a CacheEvent for each change.
 
-    def __init__(self, client: ZooKeeperClient, root: str) -> None:
+    `keeps_data(path)` says whose payload to keep; other znodes are tracked by name only.
+    """
+
+    def __init__(self, client: ZooKeeperClient, root: str,
+                 keeps_data: Callable[[str], bool] = lambda path: True) -> None:
         self.client = client
-        self.root = root
+        self.root = root.rstrip("/")
         self.initialized = threading.Event()
+        self.error: str | None = None
+        self._keeps_data = keeps_data
         self._listeners: list[Callable[[CacheEvent], None]] = []
-        self._cache: KazooTreeCache | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._ticks = itertools.count(1)  # next() is atomic under the GIL
+        self._queue: queue.Queue[_Notification | str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
 
     def add_listener(self, listener: Callable[[CacheEvent], None]) -> None:
         """Call `listener(event)` on the cache thread for every change (keep it quick)."""
         self._listeners.append(listener)
 
     def start(self, timeout: float | None = None) -> bool:
-        """Start watching; returns True once the initial copy is loaded within `timeout`."""
+        """Start watching; returns True once the initial copy is loaded within `timeout`.
+        Raises ZooKeeperError if the server cannot keep persistent watches (< 3.6)."""
         self.client.ensure_path(self.root)
-        cache = KazooTreeCache(self.client.kazoo, self.root)
-        cache.listen(self._on_event)
-        cache.listen_fault(self._on_fault)
-        self._cache = cache
-        cache.start()
+        self.client.watch_router.add(self.root, self._on_notification)
+        self.client.add_state_listener(self._on_state)
+        self._thread = threading.Thread(target=self._run, name=f"zk-cache {self.root}",
+                                        daemon=True)
+        self._thread.start()
+        self._queue.put(_RESYNC)
         limit = self.client.operation_timeout if timeout is None else timeout
-        return self.initialized.wait(limit)
+        loaded = self.initialized.wait(limit)
+        if self.error is not None:
+            raise ZooKeeperError(self.error)
+        return loaded
 
     def stop(self) -> None:
         """Stop watching and drop the copy."""
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
+        self.client.watch_router.remove(self.root)
+        self.client.remove_state_listener(self._on_state)
+        self._queue.put(None)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._thread = None
+        self._entries = {}
 
     def get_data(self, path: str) -> bytes | None:
         """Cached payload of `path`, or None if not cached."""
-        if self._cache is None:
-            return None
-        node = self._cache.get_data(path)
-        return None if node is None else node.data
+        entry = self._entries.get(path)
+        return None if entry is None else entry.data
 
-    def get_children(self, path: str) -> list[str]:
-        """Cached child names of `path` ([] if unknown)."""
-        if self._cache is None:
-            return []
-        return list(self._cache.get_children(path) or [])
+    # -- producers (kazoo threads: only queue work) ---------------------------------------------
+    def _on_notification(self, event_type: str, path: str) -> None:
+        if path != self.root:
+            self._queue.put(_Notification(next(self._ticks), event_type, path))
 
-    def _on_event(self, event: Any) -> None:
-        kind = _KINDS.get(event.event_type)
-        if kind is None:
-            return  # connection events: the client tracks those
-        if kind == "initialized":
-            self.initialized.set()
-            out = CacheEvent("initialized")
+    def _on_state(self, state: ConnectionState) -> None:
+        if state == ConnectionState.CONNECTED:
+            self._queue.put(_RESYNC)  # the server dropped the watch with the connection
+
+    # -- the cache thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # Send every read of the batch before waiting for the first answer.
+            for item in batch:
+                if isinstance(item, _Notification) and item.event_type != EventType.DELETED \
+                        and self._keeps_data(item.path):
+                    item.read_at = next(self._ticks)
+                    item.answer = self.client.kazoo.get_async(item.path)
+            for item in batch:
+                if item is None:
+                    return
+                try:
+                    if isinstance(item, _Notification):
+                        self._apply(item)
+                    else:
+                        self._resync()
+                except Exception:
+                    log.exception("tree cache %s: failed to apply %s", self.root, item)
+
+    def _apply(self, item: _Notification) -> None:
+        if item.event_type == EventType.DELETED:
+            self._remove(item.path, item.tick)
+        elif item.answer is None:
+            if item.event_type == EventType.CREATED:  # kept by name only
+                self._store(item.path, None, None, item.tick)
         else:
-            node = event.event_data
-            out = CacheEvent(kind, node.path, node.data, node.stat.version if node.stat else -1)
+            try:
+                data, stat = item.answer.get(timeout=self.client.operation_timeout)
+            except NoNodeError:
+                self._remove(item.path, item.read_at)
+            except (KazooException, KazooTimeoutError) as e:
+                # Connection trouble: the reconnect's resync repairs the copy.
+                log.debug("tree cache %s: reading %s failed: %s", self.root, item.path, e)
+                if self.client.is_connected:
+                    self._queue.put(_RESYNC)
+            else:
+                self._store(item.path, data, stat, item.read_at)
+
+    def _store(self, path: str, data: bytes | None, stat: Any, read_at: int) -> None:
+        old = self._entries.get(path)
+        mzxid = stat.mzxid if stat is not None else 0
+        if old is not None and old.mzxid > mzxid:
+            return  # an older answer than the one cached
+        version = stat.version if stat is not None else -1
+        self._entries[path] = _Entry(data, version, mzxid, read_at)
+        if old is None:
+            self._emit(CacheEvent("added", path, data, version))
+        elif old.version != version or old.data != data:
+            self._emit(CacheEvent("updated", path, data, version))
+
+    def _remove(self, path: str, tick: int) -> None:
+        old = self._entries.get(path)
+        if old is None or old.read_at > tick:
+            return
+        del self._entries[path]
+        self._emit(CacheEvent("removed", path, old.data, old.version))
+
+    def _resync(self) -> None:
+        """Re-add the watch, then re-read the subtree level by level (reads pipelined)."""
+        if not self.client.is_connected:
+            return  # the CONNECTED event queues another
+        kazoo = self.client.kazoo
+        limit = self.client.operation_timeout
+        try:
+            add_watch_async(kazoo, self.root).get(timeout=limit)
+            started = next(self._ticks)
+            seen: dict[str, tuple[Any, int]] = {}  # path -> (GetData answer or None, tick)
+            level = [self.root]
+            while level:
+                listings = [(path, kazoo.get_children_async(path)) for path in level]
+                level = []
+                for parent, listing in listings:
+                    try:
+                        children = listing.get(timeout=limit)
+                    except NoNodeError:
+                        continue
+                    for name in children:
+                        path = f"{parent}/{name}"
+                        answer = kazoo.get_async(path) if self._keeps_data(path) else None
+                        seen[path] = (answer, next(self._ticks))
+                        level.append(path)
+            found: dict[str, tuple[bytes | None, Any, int]] = {}
+            for path, (answer, tick) in seen.items():
+                if answer is None:
+                    found[path] = (None, None, tick)
+                    continue
+                try:
+                    data, stat = answer.get(timeout=limit)
+                except NoNodeError:
+                    continue
+                found[path] = (data, stat, tick)
+        except UnimplementedError:
+            self.error = (f"ZooKeeper cannot keep a persistent watch on {self.root}: "
+                          "ZooKeeper >= 3.6 is required")
+            self.initialized.set()
+            return
+        except (KazooException, KazooTimeoutError) as e:
+            log.warning("tree cache %s: re-reading failed (%s); retrying on reconnect",
+                        self.root, e)
+            if self.client.is_connected:
+                threading.Timer(0.5, self._queue.put, (_RESYNC,)).start()
+            return
+        for path in [p for p, e in self._entries.items() if p not in found and e.read_at < started]:
+            self._remove(path, started)
+        for path, (data, stat, tick) in found.items():
+            self._store(path, data, stat, tick)
+        if not self.initialized.is_set():
+            self.initialized.set()
+            self._emit(CacheEvent("initialized"))
+
+    def _emit(self, event: CacheEvent) -> None:
         for listener in list(self._listeners):
             try:
-                listener(out)
+                listener(event)
             except Exception:
                 log.exception("cache listener for %s failed", self.root)
-
-    def _on_fault(self, error: Exception) -> None:
-        log.error("tree cache %s: %s", self.root, error)
 
 
 class RecordCache(Generic[T]):
@@ -128,7 +278,7 @@ class RecordCache(Generic[T]):
         decode: Callable[[str, bytes | None], T | None],
         on_record: Callable[[T, int | None, frozenset[str]], None] | None = None,
     ) -> None:
-        self.tree = TreeCache(client, root)
+        self.tree = TreeCache(client, root, keeps_data=self._is_record)
         self._parse = parse
         self._decode = decode
         self._on_record = on_record
@@ -141,6 +291,10 @@ class RecordCache(Generic[T]):
     def start(self, timeout: float | None = None) -> bool:
         """Start watching; True once the initial copy is loaded."""
         return self.tree.start(timeout)
+
+    def _is_record(self, path: str) -> bool:
+        parsed = self._parse(path)
+        return parsed is not None and parsed[1] is None
 
     def stop(self) -> None:
         """Stop watching."""

@@ -34,6 +34,8 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from nodepool_ng.errors import RecordNotFound, ZooKeeperError
+from nodepool_ng.zk.handler import PollingThreadingHandler
+from nodepool_ng.zk.watch import install_router
 
 log = logging.getLogger("nodepool_ng.zk.client")
 
@@ -82,8 +84,11 @@ class ZooKeeperClient:
             read_only=read_only,
             # A small max_delay reconnects within about a second after an outage.
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=max_retry_delay),
+            handler=PollingThreadingHandler(),
             **kwargs,
         )
+        # Persistent watches (the caches) are routed from kazoo's connection thread.
+        self.watch_router = install_router(self.kazoo)
         self.suspended = threading.Event()
         self.suspended.set()
         self._connected = threading.Event()
