@@ -34,8 +34,8 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from nodepool_ng.errors import RecordNotFound, ZooKeeperError
+from nodepool_ng.zk.connection import install as install_connection
 from nodepool_ng.zk.handler import PollingThreadingHandler
-from nodepool_ng.zk.watch import install_router
 
 log = logging.getLogger("nodepool_ng.zk.client")
 
@@ -88,7 +88,7 @@ class ZooKeeperClient:
             **kwargs,
         )
         # Persistent watches (the caches) are routed from kazoo's connection thread.
-        self.watch_router = install_router(self.kazoo)
+        self.watch_router = install_connection(self.kazoo)
         self.suspended = threading.Event()
         self.suspended.set()
         self._connected = threading.Event()

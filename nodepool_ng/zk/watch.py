@@ -8,8 +8,8 @@ contender alone costs four). Zuul and upstream Nodepool use persistent watches f
 reason; Zuul vendors a patched kazoo for it, we add the two missing pieces here:
 
 * `AddWatch`, the request (opcode 106, path + mode), sent through kazoo's own queue;
-* `WatchRouter`, installed on the kazoo connection, which hands each notification under a
-  registered root to that root's listener before kazoo's own one-shot watch dispatch.
+* `WatchRouter`, which hands each notification under a registered root to that root's
+  listener (`zk/connection.py` calls it before kazoo's own one-shot watch dispatch).
 
 The server forgets persistent watches when the connection drops; the owner (the cache)
 re-adds them on every reconnect and re-reads its subtree then.
@@ -24,9 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.paths import _prefix_root
-from kazoo.protocol.serialization import Watch, int_struct, write_string
+from kazoo.protocol.serialization import int_struct, write_string
 from kazoo.protocol.states import EventType
 
 log = logging.getLogger("nodepool_ng.zk.watch")
@@ -83,32 +82,6 @@ class WatchRouter:
                     listener(event_type, path)
                 except Exception:
                     log.exception("watch listener for %s failed", root)
-
-
-class _RoutingConnectionHandler(ConnectionHandler):
-    """kazoo's connection handler, offering each notification to the router first."""
-
-    router: WatchRouter | None = None
-
-    def _read_watch_event(self, buffer: bytes, offset: int) -> None:
-        router = self.router
-        if router is not None and not self.client._stopped.is_set():
-            watch, _ = Watch.deserialize(buffer, offset)
-            router.dispatch(watch.type, self.client.unchroot(watch.path))
-        # kazoo's own dispatch: one-shot watches on the same path still fire (the server
-        # sends one notification per path and event, whatever kinds of watches it matched).
-        super()._read_watch_event(buffer, offset)
-
-
-def install_router(kazoo: KazooClient) -> WatchRouter:
-    """Make `kazoo` route persistent-watch notifications; call before `start()`."""
-    router = WatchRouter()
-    connection = kazoo._connection
-    # The connection handler is built inside KazooClient.__init__ with arguments that differ
-    # between kazoo versions; re-classing the instance keeps them all.
-    connection.__class__ = _RoutingConnectionHandler
-    connection.router = router
-    return router
 
 
 def add_watch_async(kazoo: KazooClient, path: str, mode: int = PERSISTENT_RECURSIVE) -> Any:
