@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from nodepool_ng.errors import ZooKeeperError
+from nodepool_ng.errors import LockError, ZooKeeperError
 from nodepool_ng.launcher.assignment import all_declined
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import LaunchTask
@@ -165,11 +165,13 @@ class RequestHandler:
         self.ctx.zk.create_node(node)
         assert node.id is not None
         self.ctx.note_created(node.id, cost, token)
-        if not self.ctx.zk.lock_node(node):
-            raise ZooKeeperError(f"node {node.id}: could not lock the node we just created")
         node.state = NodeState.BUILDING
         node.hostname = f"np{node.id}"
-        self.ctx.zk.store_node(node)
+        try:
+            self.ctx.zk.lock_and_store_node(node)
+        except LockError as e:
+            raise ZooKeeperError(f"node {node.id}: could not lock the node we just created: "
+                                 f"{e}") from e
         task = LaunchTask(
             node=node,
             spec=self.ctx.spec_for(node, label, image, self.request),

@@ -42,6 +42,10 @@ class LauncherZK(Protocol):
         """Lock a node object we own (not a cached one); False when held elsewhere."""
         ...
 
+    def lock_and_store_node(self, node: Node) -> None:
+        """Lock a node we just created and write it (one transaction); LockError if not."""
+        ...
+
     def lock_fresh_node(
         self, node_id: str, blocking: bool = False, timeout: float | None = None
     ) -> Node | None:
@@ -51,7 +55,8 @@ class LauncherZK(Protocol):
     def unlock_node(self, node: Node) -> None: ...
 
     def delete_node(self, node: Node) -> None:
-        """State `deleted`, then the znode with its lock (spec §1.7)."""
+        """The znode with its lock: one transaction when we hold the lock and nobody waits,
+        else state `deleted` first (spec §1.7)."""
         ...
 
     # -- requests --------------------------------------------------------------------------
@@ -134,6 +139,9 @@ class StoresView:
             return False
         return True
 
+    def lock_and_store_node(self, node: Node) -> None:
+        self.node_store.lock_and_store(node)
+
     def lock_fresh_node(
         self, node_id: str, blocking: bool = False, timeout: float | None = None
     ) -> Node | None:
@@ -175,8 +183,10 @@ class StoresView:
 
     def lock_fresh_request(self, request_id: str) -> NodeRequest | None:
         holder = NodeRequest(id=request_id)
+        cached = self.request_store.cached_request(request_id)
         try:
-            self.request_store.lock(holder)
+            # A request nobody has written since its requestor did was never locked.
+            self.request_store.lock(holder, new_dir=cached is not None and cached.zk_version == 0)
         except LockError:
             return None
         try:

@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kazoo.recipe.lock import Lock
-
 from nodepool_ng.errors import RecordNotFound, ZooKeeperError
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
 from nodepool_ng.model.record import decode_json
@@ -243,31 +241,31 @@ class ImageStore(CachedStore[CachedImageRecord]):
         self.client.delete(upload.path, recursive=True)
 
     # -- locks (return kazoo Locks; release with `unlock`) ------------------------------------
-    def _lock(self, path: str, what: str, blocking: bool, timeout: float | None) -> Lock:
+    def _lock(self, path: str, what: str, blocking: bool, timeout: float | None) -> locks.ZkLock:
         lock = locks.make_lock(self.client, path)
         locks.acquire(self.client, lock, blocking=blocking, timeout=timeout, what=what)
         return lock
 
     def lock_image_builds(self, image: str, blocking: bool = False,
-                          timeout: float | None = None) -> Lock:
+                          timeout: float | None = None) -> locks.ZkLock:
         """Image-level build lock: one builder builds `image` at a time. LockError if busy."""
         return self._lock(paths.image_build_lock_path(image), f"image {image} builds",
                           blocking, timeout)
 
     def lock_build(self, image: str, build_id: str, blocking: bool = False,
-                   timeout: float | None = None) -> Lock:
+                   timeout: float | None = None) -> locks.ZkLock:
         """Per-build lock (taken to mark a build deleting)."""
         return self._lock(paths.build_lock_path(image, build_id), f"build {image}/{build_id}",
                           blocking, timeout)
 
     def lock_uploads(self, image: str, build_id: str, provider: str, blocking: bool = False,
-                     timeout: float | None = None) -> Lock:
+                     timeout: float | None = None) -> locks.ZkLock:
         """Per build+provider upload lock (one uploader per build and provider)."""
         return self._lock(paths.upload_lock_path(image, build_id, provider),
                           f"uploads of {image}/{build_id} to {provider}", blocking, timeout)
 
     def lock_upload(self, upload: ImageUpload, blocking: bool = False,
-                    timeout: float | None = None) -> Lock:
+                    timeout: float | None = None) -> locks.ZkLock:
         """Per-upload lock (taken when deleting an upload)."""
         return self._lock(upload.path + "/" + paths.LOCK, f"upload {upload.path}",
                           blocking, timeout)
@@ -277,6 +275,6 @@ class ImageStore(CachedStore[CachedImageRecord]):
         return locks.is_locked(self.client, paths.upload_lock_path(image, build_id, provider))
 
     @staticmethod
-    def unlock(lock: Lock | None) -> None:
+    def unlock(lock: locks.ZkLock | None) -> None:
         """Release a lock returned by one of the lock_* methods."""
         locks.release(lock)

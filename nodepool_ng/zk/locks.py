@@ -1,123 +1,147 @@
-"""Lock helpers around kazoo's `Lock` recipe (compatible with Zuul's node locks).
+"""Exclusive locks that interoperate with kazoo's `Lock` recipe (Zuul's and upstream's).
 
-kazoo's `Lock.acquire` retries forever while disconnected, even with `blocking=False` (a
-request queued while kazoo reconnects waits for the connection, with no timeout). To keep
-the promise that no call blocks a worker forever, `acquire()` runs the kazoo acquisition on
-a small shared pool of helper threads and waits for it with a deadline; if it gives up, the
-late result is released by the helper so no contender znode is left behind. A pool, not a
-thread per attempt: starting a thread costs a GIL hand-over and ~0.1 ms on every lock, and
-the launcher takes several locks per request. Attempts abandoned before a helper picked
-them up (all helpers stuck while disconnected) are skipped.
+The protocol is kazoo's: a contender is an ephemeral sequential znode
+`<lock dir>/<uuid hex>__lock__<seq10>` holding the identifier; the lowest sequence among
+the `__lock__` / `__rlock__` contenders holds the lock; a waiter watches its predecessor.
+
+Why not kazoo's `Lock` itself: its `acquire` retries forever while disconnected (even
+non-blocking), so it needed a helper thread per attempt to bound the wait; and it spends four
+round trips per attempt (an `exists` for the lock dir, a create, a listing, a delete). Here
+every call is a kazoo async call waited on with a deadline, on the caller's thread:
+
+* a lock dir that does not exist yet (a record locked for the first time: every new node
+  and request) is created together with our contender in one transaction: nobody else can be
+  in a directory that did not exist, so that is the lock, in one round trip;
+* otherwise: create the contender, list the dir; the release is a delete not waited for
+  (ZooKeeper applies a session's requests in order, so whatever we send next comes after);
+* a contender whose create answer came too late is deleted when the answer arrives, so an
+  attempt given up never leaves a contender behind.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+import uuid
 from typing import Any
 
-from kazoo.exceptions import CancelledError, KazooException, LockTimeout
-from kazoo.recipe.lock import Lock
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.handlers.threading import KazooTimeoutError
 
-from nodepool_ng.errors import LockError, RecordNotFound
+from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.locks")
 
-# kazoo Lock contender names end in `__lock__<seq10>`.
-_SEQ_LEN = 10
-
-# Concurrent lock attempts in one process (the launcher: a few per pool worker at most).
-_HELPERS = 32  # threads are started on demand
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_SEQ_LEN = 10  # contender names end in a 10-digit sequence
+_CONTENDER_MARKS = ("__lock__", "__rlock__")  # kazoo's write and read lock contenders
 
 
-def _helpers() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_HELPERS, thread_name_prefix="zk-lock")
-        return _pool
+class ZkLock:
+    """One exclusive lock on `path` (a lock dir). `is_acquired` while we hold it."""
+
+    def __init__(self, client: ZooKeeperClient, path: str, identifier: str | None = None,
+                 make_parents: bool = True) -> None:
+        self.client = client
+        self.path = path
+        self.identifier = identifier
+        # False when the lock dir's parent is the record the lock guards: a missing parent
+        # then means the record is gone (RecordNotFound), not something to create.
+        self.make_parents = make_parents
+        self.node: str | None = None  # our contender's name while acquired
+        self.is_acquired = False
+
+    @property
+    def contender_path(self) -> str | None:
+        return None if self.node is None else f"{self.path}/{self.node}"
 
 
-def make_lock(client: ZooKeeperClient, path: str, identifier: str | None = None) -> Lock:
-    """A kazoo Lock at `path`; `identifier` is written into the contender znode."""
-    return Lock(client.kazoo, path, identifier=identifier)
+def make_lock(client: ZooKeeperClient, path: str, identifier: str | None = None,
+              make_parents: bool = True) -> ZkLock:
+    """A lock at `path`; `identifier` is written into our contender znode."""
+    return ZkLock(client, path, identifier, make_parents)
 
 
 def acquire(
     client: ZooKeeperClient,
-    lock: Lock,
+    lock: ZkLock,
     *,
     blocking: bool = False,
     timeout: float | None = None,
     what: str = "lock",
-) -> None:
-    """Take `lock` or raise LockError.
+    new_dir: bool = False,
+    extra_ops: list[tuple[str, str, bytes, int]] | None = None,
+) -> list[Any]:
+    """Take `lock` or raise LockError (RecordNotFound if the record it guards is gone).
 
     Non-blocking (default) fails at once when someone else holds it. Blocking waits up to
-    `timeout` (None: the client's operation timeout; never forever). Connection trouble
-    raises LockError too (a ZooKeeperError), after at most the wait limit.
+    `timeout` (None: the client's operation timeout; never forever). `new_dir`: the lock dir
+    probably does not exist yet (first lock of a record): try creating it with our
+    contender first. `extra_ops` are `("set", path, data, version)` writes committed in the
+    same transaction when the lock is taken that way (their results are returned);
+    otherwise they are not done and [] is returned: the caller writes them itself.
     """
+    if lock.is_acquired:
+        raise LockError(f"{what}: already locked by this process")
+    limit = timeout if (blocking and timeout is not None) else client.operation_timeout
+    deadline = time.monotonic() + limit
     if not client.is_connected:
         raise LockError(f"{what}: not connected to ZooKeeper")
-    wait_limit = timeout if (blocking and timeout is not None) else client.operation_timeout
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-    abandoned = threading.Event()
-    handover = threading.Lock()  # "done" and "abandoned" are decided under it, never both
-
-    def run() -> None:
-        if abandoned.is_set():
-            return  # the caller gave up while every helper was busy
-        try:
-            outcome["got"] = lock.acquire(
-                blocking=blocking, timeout=wait_limit if blocking else None
-            )
-        except BaseException as e:  # reported to the waiting caller
-            outcome["error"] = e
-        with handover:
-            orphan = abandoned.is_set()
-            done.set()
-        if orphan and outcome.get("got"):
-            # The caller gave up before we got it: do not keep a lock nobody owns.
-            _release_quietly(lock)
-
-    _helpers().submit(run)
-    # A little slack over kazoo's own timeout so its LockTimeout wins normally.
-    if not done.wait(wait_limit + 1.0):
-        with handover:
-            if not done.is_set():
-                abandoned.set()
-        if abandoned.is_set():
-            lock.cancel()
-            raise LockError(f"{what}: could not take lock within {wait_limit}s")
-    error = outcome.get("error")
-    if isinstance(error, (LockTimeout, CancelledError)):
-        raise LockError(f"{what}: held elsewhere (timed out after {wait_limit}s)") from error
-    if isinstance(error, KazooException):
-        raise LockError(f"{what}: {type(error).__name__} {error}".rstrip()) from error
-    if error is not None:
-        raise error
-    if not outcome.get("got"):
-        raise LockError(f"{what}: held elsewhere")
-
-
-def release(lock: Lock | None) -> None:
-    """Release `lock` if held; connection trouble is logged, not raised (ephemeral anyway)."""
-    if lock is None:
-        return
-    _release_quietly(lock)
-
-
-def _release_quietly(lock: Lock) -> None:
+    prefix = f"{uuid.uuid4().hex}__lock__"
+    data = (lock.identifier or "").encode()
+    kazoo = client.kazoo
     try:
-        lock.release()
-    except KazooException as e:
-        # The contender znode is ephemeral: it disappears with the session anyway.
-        log.warning("could not release lock %s: %s", lock.path, e)
+        name = None
+        if not new_dir:
+            name = _create_contender(client, lock, prefix, data, deadline, what)
+        if name is None:  # the dir is (probably) missing
+            results = _create_with_dir(client, lock, prefix, data, deadline, what, extra_ops)
+            if results is not None:
+                return results
+            name = _create_contender(client, lock, prefix, data, deadline, what)
+            if name is None:
+                raise LockError(f"{what}: the lock dir came and went")
+        while True:
+            children = _wait(kazoo.get_children_async(lock.path), deadline, what)
+            contenders = sorted((c for c in children if any(m in c for m in _CONTENDER_MARKS)),
+                                key=lambda c: c[-_SEQ_LEN:])
+            if name not in contenders:
+                raise LockError(f"{what}: our lock contender vanished (session expired?)")
+            position = contenders.index(name)
+            if position == 0:
+                lock.node, lock.is_acquired = name, True
+                return []
+            if not blocking:
+                raise LockError(f"{what}: held elsewhere")
+            predecessor = f"{lock.path}/{contenders[position - 1]}"
+            gone = threading.Event()
+            if _wait(kazoo.exists_async(predecessor, watch=lambda _e, ev=gone: ev.set()),
+                     deadline, what) is None:
+                continue
+            if not gone.wait(max(0.0, deadline - time.monotonic())):
+                raise LockError(f"{what}: held elsewhere (timed out after {limit}s)")
+    except BaseException:
+        if lock.node is not None and not lock.is_acquired:
+            _delete_later(client, f"{lock.path}/{lock.node}")
+            lock.node = None
+        raise
+
+
+def release(lock: ZkLock | None) -> None:
+    """Release `lock` if held. The delete is sent, not waited for; trouble is logged (the
+    contender is ephemeral: it goes with the session anyway)."""
+    if lock is None or not lock.is_acquired or lock.node is None:
+        return
+    path = f"{lock.path}/{lock.node}"
+    lock.is_acquired, lock.node = False, None
+    _delete_later(lock.client, path)
+
+
+def forget(lock: ZkLock | None) -> None:
+    """Mark `lock` released without a delete (its contender was removed with its record)."""
+    if lock is not None:
+        lock.is_acquired, lock.node = False, None
 
 
 def contenders(client: ZooKeeperClient, path: str) -> list[str]:
@@ -141,3 +165,105 @@ def force_unlock(client: ZooKeeperClient, path: str) -> bool:
     except RecordNotFound:
         pass  # released meanwhile
     return True
+
+
+# -- steps ------------------------------------------------------------------------------------
+def _create_with_dir(
+    client: ZooKeeperClient, lock: ZkLock, prefix: str, data: bytes, deadline: float,
+    what: str, extra_ops: list[tuple[str, str, bytes, int]] | None,
+    make_parents: bool | None = None,
+) -> list[Any] | None:
+    """Create the lock dir with our contender in it (and `extra_ops`) atomically. The
+    results of `extra_ops`, or None if the dir exists (the normal protocol follows)."""
+    if make_parents is None:
+        make_parents = lock.make_parents
+    txn = client.kazoo.transaction()
+    txn.create(lock.path)
+    txn.create(f"{lock.path}/{prefix}", data, ephemeral=True, sequence=True)
+    for op, path, payload, version in extra_ops or ():
+        if op != "set":
+            raise ValueError(f"unsupported lock transaction op {op}")
+        txn.set_data(path, payload, version)
+    answer = txn.commit_async()
+    try:
+        results = _wait(answer, deadline, what)
+    except LockError:
+        # Given up: if the transaction still commits, remove the contender it made.
+        answer.rawlink(lambda late: _delete_if_committed(client, late))
+        raise
+    failures = [r for r in results if isinstance(r, Exception)]
+    if not failures:
+        lock.node, lock.is_acquired = results[1].rsplit("/", 1)[-1], True
+        return list(results[2:])
+    first = results[0]
+    if isinstance(first, NodeExistsError):
+        return None  # the dir is there: contend normally
+    if isinstance(first, NoNodeError):
+        if not make_parents:
+            raise RecordNotFound(f"{what}: the record is gone")
+        client.ensure_path(lock.path.rsplit("/", 1)[0])
+        return _create_with_dir(client, lock, prefix, data, deadline, what, extra_ops,
+                                make_parents=False)
+    cause = next((f for f in failures if type(f).__name__ != "RolledBackError"), failures[0])
+    raise LockError(f"{what}: locking transaction failed: {type(cause).__name__}")
+
+
+def _create_contender(client: ZooKeeperClient, lock: ZkLock, prefix: str, data: bytes,
+                      deadline: float, what: str) -> str | None:
+    """Our contender's name, or None when the lock dir does not exist."""
+    answer = client.kazoo.create_async(f"{lock.path}/{prefix}", data, ephemeral=True,
+                                       sequence=True)
+    try:
+        created: str = _wait(answer, deadline, what)
+    except LockError:
+        # Given up: if the create still happens, remove that contender when it does.
+        answer.rawlink(lambda result: _delete_if_created(client, result))
+        raise
+    except NoNodeError:
+        return None
+    name = created.rsplit("/", 1)[-1]
+    lock.node = name
+    return name
+
+
+def _wait(answer: Any, deadline: float, what: str) -> Any:
+    try:
+        return answer.get(timeout=max(0.0, deadline - time.monotonic()))
+    except (NoNodeError, NodeExistsError, NotEmptyError):
+        raise
+    except KazooTimeoutError as e:
+        raise LockError(f"{what}: no answer from ZooKeeper in time") from e
+    except KazooException as e:
+        raise LockError(f"{what}: {type(e).__name__} {e}".rstrip()) from e
+
+
+def _delete_if_created(client: ZooKeeperClient, result: Any) -> None:
+    try:
+        path = result.get_nowait()
+    except Exception:
+        return  # never created
+    _delete_later(client, path)
+
+
+def _delete_if_committed(client: ZooKeeperClient, result: Any) -> None:
+    try:
+        results = result.get_nowait()
+    except Exception:
+        return  # never committed
+    if len(results) > 1 and isinstance(results[1], str):
+        _delete_later(client, results[1])
+
+
+def _delete_later(client: ZooKeeperClient, path: str) -> None:
+    def report(answer: Any) -> None:
+        try:
+            answer.get_nowait()
+        except NoNodeError:
+            pass
+        except Exception as e:
+            log.warning("could not remove lock contender %s: %s", path, e)
+
+    try:
+        client.kazoo.delete_async(path).rawlink(report)
+    except (KazooException, ZooKeeperError) as e:
+        log.warning("could not remove lock contender %s: %s", path, e)

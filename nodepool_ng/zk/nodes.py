@@ -109,11 +109,18 @@ class NodeStore(CachedStore[Node]):
         node.zk_version = stat.version
 
     def delete(self, node: Node | str) -> None:
-        """Upstream's two-step delete: write state `deleted`, then remove the znode tree
-        (lock first), so a process winning the lock in between sees `deleted`."""
+        """Remove the node and its lock dir.
+
+        Holding the node's lock with nobody waiting for it (the usual case), that is one
+        transaction: no moment exists in which someone else could lock a half-deleted node.
+        Otherwise upstream's two steps: write state `deleted`, then remove the znode tree
+        (lock first), so a process winning the lock in between sees `deleted`.
+        """
         node_id = node if isinstance(node, str) else node.id
         if node_id is None:
             raise ValueError("node has no id")
+        if isinstance(node, Node) and self._delete_locked(node):
+            return
         try:
             current = node if isinstance(node, Node) else self.get(node_id)
             current.set_state(NodeState.DELETED)
@@ -121,6 +128,22 @@ class NodeStore(CachedStore[Node]):
         except RecordNotFound:
             return
         self.client.delete(paths.node_path(node_id), recursive=True, what=f"node {node_id}")
+
+    def _delete_locked(self, node: Node) -> bool:
+        lock = node.lock
+        contender = getattr(lock, "contender_path", None) if lock is not None else None
+        if contender is None or node.id is None:
+            return False
+        txn = self.client.kazoo.transaction()
+        txn.delete(contender)
+        txn.delete(paths.node_lock_path(node.id))
+        txn.delete(paths.node_path(node.id))
+        results = self.client.call(f"node {node.id}", txn.commit_async)
+        if any(isinstance(r, Exception) for r in results):
+            return False  # e.g. someone waits for the lock (NotEmpty): two steps then
+        locks.forget(lock)
+        node.set_state(NodeState.DELETED)  # what the object now describes
+        return True
 
     def ids(self) -> list[str]:
         """Node ids in ZooKeeper (direct read), sorted."""
@@ -153,10 +176,33 @@ class NodeStore(CachedStore[Node]):
             raise ValueError("node has no id")
         if node.lock is not None and node.lock.is_acquired:
             raise LockError(f"node {node.id}: already locked by this process")
-        lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier)
-        locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
-                      what=f"node {node.id}")
+        lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier,
+                               make_parents=False)
+        try:
+            locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
+                          what=f"node {node.id}", new_dir=node.zk_version == 0)
+        except RecordNotFound as e:
+            raise LockError(f"node {node.id}: gone") from e
         node.lock = lock
+
+    def lock_and_store(self, node: Node, identifier: str | None = None) -> None:
+        """Lock a node this process just created and write it, in one round trip when its
+        lock dir does not exist yet (the usual case: nobody else has tried to lock it)."""
+        if node.id is None:
+            raise ValueError("node has no id")
+        lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier,
+                               make_parents=False)
+        write = ("set", paths.node_path(node.id), node.to_json(), node.zk_version)
+        try:
+            results = locks.acquire(self.client, lock, what=f"node {node.id}", new_dir=True,
+                                    extra_ops=[write])
+        except RecordNotFound as e:
+            raise LockError(f"node {node.id}: gone") from e
+        node.lock = lock
+        if results:
+            node.zk_version = results[0].version
+        else:
+            self.store(node)
 
     def unlock(self, node: Node) -> None:
         """Release the node lock if this object holds it."""

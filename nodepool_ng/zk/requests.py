@@ -141,16 +141,19 @@ class RequestStore(CachedStore[NodeRequest]):
         blocking: bool = False,
         timeout: float | None = None,
         identifier: str | None = None,
+        new_dir: bool = False,
     ) -> None:
         """Take `/nodepool/requests-lock/<id>`; LockError if not taken. Non-blocking by
-        default; re-read (`refresh`) and re-check state afterwards."""
+        default; re-read (`refresh`) and re-check state afterwards. `new_dir`: nobody has
+        locked the request yet, as far as we know (saves a round trip when right)."""
         if request.id is None:
             raise ValueError("request has no id")
         if request.lock is not None and request.lock.is_acquired:
             raise LockError(f"request {request.id}: already locked by this process")
         lock = locks.make_lock(self.client, paths.request_lock_path(request.id), identifier)
-        locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
-                      what=f"request {request.id}")
+        what = f"request {request.id}"
+        locks.acquire(self.client, lock, blocking=blocking, timeout=timeout, what=what,
+                      new_dir=new_dir)
         request.lock = lock
 
     def unlock(self, request: NodeRequest) -> None:
