@@ -60,6 +60,10 @@ def test_foreground_sigusr2_dumps_threads_and_sigterm_stops_cleanly(
         )
     try:
         h.wait_for("pool registered", lambda: components(kazoo_client, "pool"), timeout=30)
+        # A served request proves the pool worker thread runs (it starts just after its
+        # component is registered), so the dump must show it.
+        rid = h.submit_request(kazoo_client, ["small"])
+        assert h.wait_request(kazoo_client, rid)["state"] == "fulfilled"
         proc.send_signal(signal.SIGUSR2)
         # One record, but stderr is line-buffered: wait for the lines we check.
         h.wait_for(

@@ -154,7 +154,8 @@ class Sampler(threading.Thread):
 
 
 def run_scenario(
-    name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None
+    name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None,
+    debug: bool = False,
 ) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
     sim, clouds_yaml = start_simcloud(sc, work, name)
@@ -187,7 +188,7 @@ def run_scenario(
     log = open(work / f"launcher-{name}.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "nodepool_ng.cmd.launcher", "-c", str(cfg_path), "-f",
-         "--no-webapp", "--clouds-yaml", str(clouds_yaml)],
+         "--no-webapp", "--clouds-yaml", str(clouds_yaml)] + (["-d"] if debug else []),
         stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
     sampler = Sampler(proc.pid)
     sampler.start()
@@ -321,6 +322,8 @@ def main() -> int:
     parser.add_argument("--scenarios", default="a,b,c,d")
     parser.add_argument("--profile", metavar="DIR",
                         help="record the launcher with py-spy (raw format) into DIR")
+    parser.add_argument("--debug", action="store_true",
+                        help="launcher debug log (a timeline; costs launcher CPU)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="keep configs and logs (launcher-<scenario>.log) in DIR")
     args = parser.parse_args()
@@ -332,7 +335,7 @@ def main() -> int:
             work = Path(args.workdir or tmp)
             work.mkdir(parents=True, exist_ok=True)
             for name in args.scenarios.split(","):
-                res = run_scenario(name, SCENARIOS[name], zk, work, args.profile)
+                res = run_scenario(name, SCENARIOS[name], zk, work, args.profile, args.debug)
                 results.append(res)
                 ready = (f"ready p50 {res['ready_p50'] * 1000:.0f} ms "
                          f"({res['from_ready']} from a ready node), "
