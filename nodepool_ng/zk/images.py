@@ -276,5 +276,6 @@ class ImageStore(CachedStore[CachedImageRecord]):
 
     @staticmethod
     def unlock(lock: locks.ZkLock | None) -> None:
-        """Release a lock returned by one of the lock_* methods."""
-        locks.release(lock)
+        """Release a lock returned by one of the lock_* methods, waiting until it is gone:
+        the builder's locks are few, and other builders read them right after."""
+        locks.release(lock, wait=True)

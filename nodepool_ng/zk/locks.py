@@ -128,14 +128,25 @@ def acquire(
         raise
 
 
-def release(lock: ZkLock | None) -> None:
-    """Release `lock` if held. The delete is sent, not waited for; trouble is logged (the
-    contender is ephemeral: it goes with the session anyway)."""
+def release(lock: ZkLock | None, wait: bool = False) -> None:
+    """Release `lock` if held. By default the delete is sent, not waited for: this session's
+    later requests are applied after it (ZooKeeper keeps a session's order), so what we write
+    next is seen after the release; other sessions may see the lock for a moment longer.
+    `wait`: return once ZooKeeper applied it. Trouble is logged, not raised (the contender is
+    ephemeral: it goes with the session anyway)."""
     if lock is None or not lock.is_acquired or lock.node is None:
         return
     path = f"{lock.path}/{lock.node}"
     lock.is_acquired, lock.node = False, None
-    _delete_later(lock.client, path)
+    if not wait:
+        _delete_later(lock.client, path)
+        return
+    try:
+        lock.client.call(f"lock {path}", lock.client.kazoo.delete_async, path)
+    except RecordNotFound:
+        pass  # gone with its record, or its session
+    except (KazooException, ZooKeeperError) as e:
+        log.warning("could not remove lock contender %s: %s", path, e)
 
 
 def forget(lock: ZkLock | None) -> None:
