@@ -126,6 +126,18 @@ def decide(
     return Decision(Action.ACCEPT)
 
 
+def yield_at_quota(req: RequestView, me: PoolInfo, pools: Sequence[PoolInfo]) -> bool:
+    """`me` has no room for `req` right now: leave it to another candidate pool that is not
+    paused (it may have room) rather than accept it and pause, unless the request asked for
+    our provider. Upstream accepts and pauses, so a request can wait on a full pool while
+    another pool sits idle. Only to pools that do not themselves yield to us by priority
+    (those take over once we pause, as upstream)."""
+    if req.provider == me.provider_name:
+        return False
+    return any(c.id != me.id and not c.paused and c.priority <= me.priority
+               for c in candidate_pools(req, pools))
+
+
 def all_declined(declined_by: Iterable[str], registered_pool_ids: Iterable[str]) -> bool:
     """A request fails once every currently registered pool has declined it."""
     return set(registered_pool_ids) <= set(declined_by)

@@ -18,6 +18,7 @@ I/O in the background; when nothing fits its own `poll` pauses on (and frees an 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -25,9 +26,11 @@ from nodepool_ng.errors import NodepoolError
 from nodepool_ng.launcher.assignment import (
     Action,
     Decision,
+    PoolInfo,
     RequestView,
     decide,
     order_requests,
+    yield_at_quota,
 )
 from nodepool_ng.launcher.handler import RequestHandler, Slot
 from nodepool_ng.launcher.poolctx import PoolContext
@@ -37,6 +40,8 @@ from nodepool_ng.model.request import NodeRequest, RequestState
 from nodepool_ng.runtime.loop import Worker
 
 ACCEPT_THREADS = 8  # concurrent accepts per pool (ZooKeeper I/O, not CPU)
+# How long a pool with no room leaves a request to other pools that may have room.
+YIELD_AT_QUOTA_FOR = 5.0
 
 
 def _view(req: NodeRequest) -> RequestView:
@@ -73,6 +78,8 @@ class PoolWorker(Worker):
         self._refills: dict[str, Future[None]] = {}
         self._refills_all: set[str] = set()  # of those, the ones that fill every empty slot
         self._accept_pool: ThreadPoolExecutor | None = None
+        # Requests we had no room for, left to other pools: request id -> when first left.
+        self._yielding: dict[str, float] = {}
 
     def run_once(self) -> float | None:
         self._collect_starts()
@@ -81,7 +88,10 @@ class PoolWorker(Worker):
         if not self.stopped:
             self._assign(self._pool_paused())
         self._publish(self._pool_paused())
-        return None
+        if not self._yielding:
+            return None
+        # Look again when the oldest yield runs out (no other pool took the request).
+        return max(0.0, min(self._yielding.values()) + YIELD_AT_QUOTA_FOR - time.monotonic())
 
     def _pool_paused(self) -> bool:
         # A handler whose refill has every empty slot planned is as good as unpaused.
@@ -230,6 +240,7 @@ class PoolWorker(Worker):
             and r.id not in active
             and ctx.pool_id not in r.declined_by
         }
+        self._yielding = {rid: t for rid, t in self._yielding.items() if rid in open_requests}
         if not open_requests:
             return
         pools = ctx.zk.pool_infos()
@@ -255,6 +266,9 @@ class PoolWorker(Worker):
                 addressable += 1
                 plan = self._plan(list(req.node_types), req.reuse)
                 pauses = any(s is None for s in plan)
+                if pauses and self._yields(view, me, pools):
+                    self._unplan(plan)
+                    continue
                 if pauses and self._starting:
                     # No room now, but accepts in flight may lose their lock and give their
                     # quota back: decide this request (and the rest) once they are done.
@@ -273,6 +287,15 @@ class PoolWorker(Worker):
             elif decision.action is Action.DEFER:
                 addressable += 1
         ctx.stats.addressable_requests(ctx.provider.name, ctx.pool.name, addressable)
+
+    def _yields(self, view: RequestView, me: PoolInfo, pools: list[PoolInfo]) -> bool:
+        """No room for `view`: leave it to a pool that may have room, for a while; after
+        YIELD_AT_QUOTA_FOR (nobody took it) accept it and pause, as upstream does."""
+        if not yield_at_quota(view, me, pools):
+            self._yielding.pop(view.id, None)
+            return False
+        first = self._yielding.setdefault(view.id, time.monotonic())
+        return time.monotonic() - first < YIELD_AT_QUOTA_FOR
 
     def _locked_open_request(self, request_id: str) -> NodeRequest | None:
         """Lock non-blocking, re-read and re-check ("double check after lock")."""

@@ -11,6 +11,7 @@ from nodepool_ng.launcher.assignment import (
     order_requests,
     prefer_provider_nodes,
     request_sort_key,
+    yield_at_quota,
 )
 
 A = PoolInfo("host-PoolWorker.p1-main-aa", "p1", "main", frozenset({"small", "big"}))
@@ -98,3 +99,20 @@ def test_prefer_provider_nodes() -> None:
     cands = [("0002", "p1"), ("0001", "p1"), ("0003", "p2")]
     assert prefer_provider_nodes(cands, "p2")[0] == ("0003", "p2")
     assert prefer_provider_nodes(cands, None)[0] == ("0001", "p1")
+
+
+def test_at_quota_yield_to_a_pool_that_may_have_room() -> None:
+    # A is full: B serves "small" and is not paused, so A leaves the request to it.
+    assert yield_at_quota(req(), A, [A, B])
+    # Nobody else, B paused, B declined it, B lacks a label: A accepts and pauses.
+    assert not yield_at_quota(req(), A, [A])
+    paused_b = PoolInfo(B.id, "p2", "main", B.supported_labels, paused=True)
+    assert not yield_at_quota(req(), A, [A, paused_b])
+    assert not yield_at_quota(req(declined_by=(B.id,)), A, [A, B])
+    assert not yield_at_quota(req(node_types=("big",)), A, [A, B])
+    # The request asked for our provider: keep it.
+    assert not yield_at_quota(req(provider="p1"), A, [A, B])
+    # A lower-precedence pool waits for us to pause (spec §2.1), so yielding to it would
+    # leave the request to nobody.
+    low = PoolInfo("low", "p3", "main", frozenset({"small"}), priority=200)
+    assert not yield_at_quota(req(), A, [A, low])

@@ -228,6 +228,31 @@ def test_two_providers_serve_one_label_and_preference(env: Env, kazoo_client: Ka
         h.accept_and_use(kazoo_client, rid)
 
 
+def test_full_pool_leaves_requests_to_a_pool_with_room(
+    env: Env, kazoo_client: KazooClient
+) -> None:
+    """Upstream would accept a request in a full pool and pause there while another pool
+    sits idle; here the full pool leaves it to the pool with room."""
+    env.start(
+        [
+            h.provider("p1", "cloud1", **{"max-servers": 1}),
+            h.provider("p2", "cloud2", **{"max-servers": 3}),
+        ]
+    )
+    held = h.submit_request(kazoo_client, ["small"], provider="p1")
+    assert h.wait_request(kazoo_client, held)["state"] == "fulfilled"  # p1 is full now
+    rids = [h.submit_request(kazoo_client, ["small"]) for _ in range(3)]
+    for rid in rids:
+        req = h.wait_request(kazoo_client, rid)
+        assert req["state"] == "fulfilled"
+        assert h.node(kazoo_client, req["nodes"][0])["provider"] == "p2"  # type: ignore[index]
+    pools = kazoo_client.get_children("/nodepool/components/pool")
+    assert not any(h.read(kazoo_client, f"/nodepool/components/pool/{p}")["paused"]  # type: ignore[index]
+                   for p in pools)
+    for rid in [held, *rids]:
+        h.accept_and_use(kazoo_client, rid)
+
+
 def test_launch_failures_retried_then_declined(env: Env, kazoo_client: KazooClient) -> None:
     set_cloud(env, "cloud1", faults__server_error_rate=1.0)
     env.start([h.provider("p1", "cloud1", **{"launch-retries": 2})])
