@@ -101,7 +101,8 @@ def accept(kz: KazooClient, rid: str, req: dict[str, Any], written: float) -> bo
     return from_ready
 
 
-def start_simcloud(sc: dict[str, Any], work: Path, name: str) -> tuple[subprocess.Popen, Path]:
+def start_simcloud(sc: dict[str, Any], work: Path, name: str,
+                   debug: bool = False) -> tuple[subprocess.Popen, Path]:
     profile = {"clouds": [
         {"name": f"cloud{i}", "boot_delay": 0.1,
          "images": [{"name": "debian", "disk_format": "qcow2"}]}
@@ -112,7 +113,8 @@ def start_simcloud(sc: dict[str, Any], work: Path, name: str) -> tuple[subproces
     log = open(work / f"simcloud-{name}.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
         [sys.executable, "-m", "nodepool_ng.cmd.simcloud", "--config", str(profile_path),
-         "--clouds-yaml", str(clouds_yaml)], stdout=log, stderr=subprocess.STDOUT,
+         "--clouds-yaml", str(clouds_yaml)] + (["--debug"] if debug else []),
+        stdout=log, stderr=subprocess.STDOUT,
         cwd=str(ROOT))
     log.close()
     deadline = time.monotonic() + 30
@@ -158,7 +160,7 @@ def run_scenario(
     debug: bool = False,
 ) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
-    sim, clouds_yaml = start_simcloud(sc, work, name)
+    sim, clouds_yaml = start_simcloud(sc, work, name, debug)
     sim_ps = psutil.Process(sim.pid)
     me = psutil.Process()
     labels = sorted(set(sc["labels"]))
@@ -222,7 +224,8 @@ def run_scenario(
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
                  "-f", "raw", "-o", str(Path(profile_dir) / f"launcher-{name}.txt"),
-                 "--nonblocking", "-r", "50"],
+                 # --gil: samples of the thread holding the GIL, i.e. where CPU goes
+                 "--nonblocking", "--gil", "-r", "200"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = sampler.cpu()
         sim_cpu0 = sum(sim_ps.cpu_times()[:2])
