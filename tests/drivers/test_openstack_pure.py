@@ -6,6 +6,7 @@ import json
 import math
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -165,3 +166,39 @@ def test_ttl_memo_caches_values_not_errors() -> None:
     assert memo.get("k", compute) == 7
     assert memo.get("k", compute) == 7
     assert len(calls) == 2
+
+
+def test_ttl_memo_concurrent_misses_share_one_lookup() -> None:
+    memo: TTLMemo[str, int] = TTLMemo(ttl=60)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow_lookup() -> int:
+        calls.append(1)
+        release.wait(10)
+        return 42
+
+    with ThreadPoolExecutor(5) as ex:
+        futures = [ex.submit(memo.get, "image", slow_lookup) for _ in range(5)]
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # let the other four reach the memo while the lookup runs
+        release.set()
+        assert [f.result(10) for f in futures] == [42] * 5
+    assert len(calls) == 1
+
+
+def test_ttl_memo_shares_a_failure_then_retries() -> None:
+    memo: TTLMemo[str, int] = TTLMemo(ttl=60)
+    outcomes: list[Exception | int] = [RuntimeError("cloud down"), 3]
+    with pytest.raises(RuntimeError, match="cloud down"):
+        memo.get("k", lambda: _pop(outcomes))
+    assert memo.get("k", lambda: _pop(outcomes)) == 3
+
+
+def _pop(items: list[Exception | int]) -> int:
+    item = items.pop(0)
+    if isinstance(item, Exception):
+        raise item
+    return item

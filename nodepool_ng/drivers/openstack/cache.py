@@ -3,7 +3,8 @@
 `LazyListCache` holds one list (e.g. `GET /servers/detail`) shared by every state machine:
 `peek()` never blocks and starts at most one refresh in the executor once the list is older
 than its TTL, so N building servers cost one list call per interval. `TTLMemo` remembers
-lookups (flavors, images, networks) for a while; failures are not remembered.
+lookups (flavors, images, networks) for a while, one lookup for concurrent callers;
+failures are not remembered.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 log = logging.getLogger(__name__)
+
+
+class Submitter(Protocol):
+    """What the cache needs of an executor."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class Snapshot(Generic[T]):
 
 
 class LazyListCache(Generic[T]):
-    def __init__(self, fetch: Callable[[], T], executor: Executor, ttl: float,
+    def __init__(self, fetch: Callable[[], T], executor: Submitter, ttl: float,
                  name: str = "list") -> None:
         self._fetch = fetch
         self._executor = executor
@@ -104,13 +111,18 @@ class LazyListCache(Generic[T]):
 
 
 class TTLMemo(Generic[K, T]):
-    """A small LRU of lookups that expire after `ttl` seconds."""
+    """A small LRU of lookups that expire after `ttl` seconds.
+
+    Single-flight: callers missing the same key at once share one lookup (a burst of
+    launches otherwise sends one image or network lookup per executor thread).
+    """
 
     def __init__(self, ttl: float, maxsize: int = 256) -> None:
         self.ttl = ttl
         self.maxsize = maxsize
         self._lock = threading.Lock()
         self._data: OrderedDict[K, tuple[float, T]] = OrderedDict()
+        self._computing: dict[K, Future[T]] = {}
 
     def get(self, key: K, compute: Callable[[], T]) -> T:
         now = time.monotonic()
@@ -119,12 +131,26 @@ class TTLMemo(Generic[K, T]):
             if hit is not None and now - hit[0] < self.ttl:
                 self._data.move_to_end(key)
                 return hit[1]
-        value = compute()  # outside the lock: may be a slow API call
+            shared = self._computing.get(key)
+            if shared is None:
+                mine: Future[T] = Future()
+                self._computing[key] = mine
+        if shared is not None:
+            return shared.result()  # the other caller's value, or its error
+        try:
+            value = compute()  # outside the lock: may be a slow API call
+        except BaseException as e:
+            with self._lock:
+                del self._computing[key]
+            mine.set_exception(e)
+            raise
         with self._lock:
+            del self._computing[key]
             self._data[key] = (now, value)
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+        mine.set_result(value)
         return value
 
     def clear(self) -> None:
