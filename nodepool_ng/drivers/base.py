@@ -9,7 +9,7 @@ them, so one runner thread per provider can drive hundreds of launches at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -131,6 +131,11 @@ class ProviderAdapter(Protocol):
     def delete_resource(self, resource: Resource) -> None: ...
 
     def get_console_log(self, external_id: str) -> str: ...
+
+    def set_progress_listener(self, listener: Callable[[], None] | None) -> None:
+        """`listener` is called (from any thread) whenever a machine may advance: an API
+        call finished, a server list arrived. Lets the runner react at once, not poll."""
+        ...
 
     def stop(self) -> None:
         """Shut down executors; called when the provider is removed or the daemon stops."""

@@ -113,6 +113,7 @@ class ProviderRunner(Worker):
         self._count_lock = threading.Lock()
         self._active_launches = 0
         self._stores = ThreadPoolExecutor(STORE_THREADS, f"store-{provider_name}")
+        adapter.set_progress_listener(self.wake)
 
     # -- submitting work (any thread) ------------------------------------------------------
     def launch(self, task: LaunchTask) -> None:

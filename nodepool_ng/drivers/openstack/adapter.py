@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Container, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import openstack.config
@@ -33,6 +33,7 @@ from nodepool_ng.drivers.base import (
     QuotaReportingAdapter,
     Resource,
 )
+from nodepool_ng.drivers.executor import Priority, PriorityExecutor
 from nodepool_ng.drivers.openstack.cache import LazyListCache, TTLMemo
 from nodepool_ng.drivers.openstack.quota import (
     FlavorInfo,
@@ -106,10 +107,10 @@ class OpenStackAdapter:
         skip_per_call_env_lookups(self.conn.session)
         self._server_mv: str | None = None  # "" once found out that there is none
         self._auto_networks: bool | None = None  # compute microversion >= 2.37
-        self._executor = ThreadPoolExecutor(
-            max_workers=executor_workers, thread_name_prefix=f"openstack-{provider.name}")
+        self._executor = PriorityExecutor(executor_workers, f"openstack-{provider.name}")
         self.servers: LazyListCache[dict[str, Any]] = LazyListCache(
-            self._fetch_servers, self._executor, poll_interval, name=f"{provider.name} servers")
+            self._fetch_servers, self._executor.at(Priority.POLL), poll_interval,
+            name=f"{provider.name} servers")
         self._flavors: TTLMemo[str, list[FlavorInfo]] = TTLMemo(flavor_cache_ttl)
         self._images: TTLMemo[str, Any] = TTLMemo(flavor_cache_ttl)
         self._networks: TTLMemo[str, Any] = TTLMemo(flavor_cache_ttl)
@@ -228,8 +229,12 @@ class OpenStackAdapter:
 
     # Used by the state machines (run in the executor) -------------------------------------
 
-    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
-        return self._executor.submit(fn, *args)
+    def submit(self, fn: Callable[..., R], *args: Any,
+               priority: Priority = Priority.START) -> Future[R]:
+        return self._executor.submit(fn, *args, priority=priority)
+
+    def set_progress_listener(self, listener: Callable[[], None] | None) -> None:
+        self._executor.listener = listener
 
     def _call(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """A synchronous API call with errors mapped onto our exception tree."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from openstack import exceptions as os_exc
 
 from nodepool_ng.drivers.base import Instance, LaunchSpec
+from nodepool_ng.drivers.executor import Priority
 from nodepool_ng.drivers.openstack.quota import classify_create_error, classify_fault
 from nodepool_ng.errors import LaunchError, LaunchTimeout, TemporaryCloudError
 
@@ -137,19 +138,21 @@ class OpenStackCreateStateMachine:
         if status == "ERROR":
             if server["fault"]:
                 raise classify_fault(server["fault"], self._what)
-            self._future = self.adapter.submit(self.adapter.get_raw_server, self.external_id)
+            self._future = self.adapter.submit(self.adapter.get_raw_server, self.external_id,
+                                               priority=Priority.FINISH)
             self.state = self.FAULT
             return None
         if status != "ACTIVE":
             return None
+        self.log.debug("%s is ACTIVE", self._what)
         # The list's JSON of the ACTIVE server is fresh: openstacksdk expands it (no GET).
         if self.spec.auto_floating_ip:
             self._future = self.adapter.submit(self.adapter.add_floating_ip, self.external_id,
-                                               server)
+                                               server, priority=Priority.FINISH)
             self.state = self.FLOATING_IP
         else:
             self._future = self.adapter.submit(self.adapter.get_server, self.external_id,
-                                               server)
+                                               server, priority=Priority.FINISH)
             self.state = self.FIP_WAIT
         return None
 
@@ -186,7 +189,8 @@ class OpenStackCreateStateMachine:
         if self._future is None:
             if now < self._next_check:
                 return None
-            self._future = self.adapter.submit(self.adapter.get_server, self.external_id)
+            self._future = self.adapter.submit(self.adapter.get_server, self.external_id,
+                                               priority=Priority.FINISH)
             return None
         if not self._future.done():
             return None
@@ -251,7 +255,7 @@ class OpenStackDeleteStateMachine:
             if snap is not None and listed is None:
                 return self._done()
             self._future = self.adapter.submit(self.adapter.delete_server, self.external_id,
-                                               listed)
+                                               listed, priority=Priority.CLEANUP)
             self.state = self.DELETING
             return None
         if now > self._deadline:
