@@ -80,14 +80,18 @@ class PoolWorker(Worker):
         self._accept_pool: ThreadPoolExecutor | None = None
         # Requests we had no room for, left to other pools: request id -> when first left.
         self._yielding: dict[str, float] = {}
+        # The last pass left a request to others for want of room. Published as `paused`
+        # like a paused handler: a pool that is full as well then stops leaving requests to
+        # us and accepts (and pauses) as upstream, instead of both waiting on each other.
+        self._full = False
 
     def run_once(self) -> float | None:
         self._collect_starts()
         self._poll_handlers()
-        self._publish(self._pool_paused())
+        self._publish(self._pool_paused() or self._full)
         if not self.stopped:
             self._assign(self._pool_paused())
-        self._publish(self._pool_paused())
+        self._publish(self._pool_paused() or self._full)
         if not self._yielding:
             return None
         # Look again when the oldest yield runs out (no other pool took the request).
@@ -241,6 +245,7 @@ class PoolWorker(Worker):
             and ctx.pool_id not in r.declined_by
         }
         self._yielding = {rid: t for rid, t in self._yielding.items() if rid in open_requests}
+        self._full = False
         if not open_requests:
             return
         pools = ctx.zk.pool_infos()
@@ -266,14 +271,15 @@ class PoolWorker(Worker):
                 addressable += 1
                 plan = self._plan(list(req.node_types), req.reuse)
                 pauses = any(s is None for s in plan)
-                if pauses and self._yields(view, me, pools):
-                    self._unplan(plan)
-                    continue
                 if pauses and self._starting:
                     # No room now, but accepts in flight may lose their lock and give their
                     # quota back: decide this request (and the rest) once they are done.
                     self._unplan(plan)
                     break
+                if pauses and self._yields(view, me, pools):
+                    self._unplan(plan)
+                    self._full = True
+                    continue
                 self._starting[view.id] = self._executor().submit(
                     self._start_planned, view.id, plan)
                 tenants.promise(req)
