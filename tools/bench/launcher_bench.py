@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "r": {"desc": "30 one-node requests one at a time, min-ready 2", "providers": 1,
           "max_servers": 50, "count": 30, "labels": ["a"], "min_ready": 2, "serial": True},
 }
+
+
+def zk_packets_received(zk: ZooKeeperServer) -> int:
+    """The server's count of requests received (4lw `mntr`), all clients together."""
+    with socket.create_connection(("127.0.0.1", zk.port), timeout=5) as sock:
+        sock.sendall(b"mntr")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    for line in data.decode().splitlines():
+        key, _, value = line.partition("\t")
+        if key == "zk_packets_received":
+            return int(value)
+    raise RuntimeError("mntr has no zk_packets_received")
 
 
 def wait_ready_node(kz: KazooClient, deadline: float) -> None:
@@ -162,6 +177,8 @@ def run_scenario(
     chroot = f"/bench_{name}_{int(time.time())}"
     sim, clouds_yaml = start_simcloud(sc, work, name, debug)
     sim_ps = psutil.Process(sim.pid)
+    assert zk.process is not None
+    zk_ps = psutil.Process(zk.process.pid)
     me = psutil.Process()
     labels = sorted(set(sc["labels"]))
     cfg = {
@@ -230,6 +247,8 @@ def run_scenario(
         cpu0 = sampler.cpu()
         sim_cpu0 = sum(sim_ps.cpu_times()[:2])
         me_cpu0 = sum(me.cpu_times()[:2])
+        zk_cpu0 = sum(zk_ps.cpu_times()[:2])
+        zk_packets0 = zk_packets_received(zk)
         done: queue.Queue[tuple[str, float, dict[str, Any]]] = queue.Queue()
         submitted: dict[str, float] = {}
         written: dict[str, float] = {}  # wall clock, compared with nodes' state_time
@@ -294,6 +313,8 @@ def run_scenario(
         cpu = sampler.cpu() - cpu0
         sim_cpu = sum(sim_ps.cpu_times()[:2]) - sim_cpu0
         me_cpu = sum(me.cpu_times()[:2]) - me_cpu0
+        zk_cpu = sum(zk_ps.cpu_times()[:2]) - zk_cpu0
+        zk_packets = zk_packets_received(zk) - zk_packets0
         latencies.sort()
         accepted = sorted(pending[r] - submitted[r] for r in pending)
         return {
@@ -305,7 +326,8 @@ def run_scenario(
             "ready_p50": statistics.median(ready_latencies) if ready_latencies else None,
             "from_ready": len(ready_latencies),
             "req_per_s": sc["count"] / elapsed, "cpu_s": cpu, "sim_cpu_s": sim_cpu,
-            "bench_cpu_s": me_cpu,
+            "bench_cpu_s": me_cpu, "zk_cpu_s": zk_cpu,
+            "zk_per_request": zk_packets / sc["count"],
             "idle_rss_mb": idle_rss / 2**20, "peak_rss_mb": sampler.peak / 2**20,
         }
     finally:
@@ -348,7 +370,9 @@ def main() -> int:
                       f"accepted p50 {res['accept_p50']:.3f}s, "
                       f"{res['req_per_s']:.1f} req/s, failed {res['failed']}, "
                       f"CPU s launcher {res['cpu_s']:.1f} simcloud {res['sim_cpu_s']:.1f} "
-                      f"bench {res['bench_cpu_s']:.1f}, idle RSS {res['idle_rss_mb']:.0f} MB, "
+                      f"bench {res['bench_cpu_s']:.1f} zookeeper {res['zk_cpu_s']:.1f}, "
+                      f"ZooKeeper requests per request {res['zk_per_request']:.0f}, "
+                      f"idle RSS {res['idle_rss_mb']:.0f} MB, "
                       f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     finally:
         zk.stop()
