@@ -99,6 +99,10 @@ def acquire(
             results = _create_with_dir(client, lock, prefix, data, deadline, what, extra_ops)
             if results is not None:
                 return results
+            if new_dir and not blocking and _held(client, lock, deadline, what):
+                # We guessed a first lock and the dir is there: most likely another
+                # launcher's pool just took it. One listing says so; no contender of ours.
+                raise LockError(f"{what}: held elsewhere")
             name = _create_contender(client, lock, prefix, data, deadline, what)
             if name is None:
                 raise LockError(f"{what}: the lock dir came and went")
@@ -217,6 +221,15 @@ def _create_with_dir(
                                 make_parents=False)
     cause = next((f for f in failures if type(f).__name__ != "RolledBackError"), failures[0])
     raise LockError(f"{what}: locking transaction failed: {type(cause).__name__}")
+
+
+def _held(client: ZooKeeperClient, lock: ZkLock, deadline: float, what: str) -> bool:
+    """True when the lock dir has a contender (someone holds or waits for the lock)."""
+    try:
+        children = _wait(client.kazoo.get_children_async(lock.path), deadline, what)
+    except NoNodeError:
+        return False
+    return any(m in c for c in children for m in _CONTENDER_MARKS)
 
 
 def _create_contender(client: ZooKeeperClient, lock: ZkLock, prefix: str, data: bytes,
