@@ -110,6 +110,8 @@ def test_request_lock_contention_and_zuul_skip(
     store.unlock(mine)
     other.lock(theirs)
     other.unlock(theirs)
+    # A release is sent, not waited for: another session sees it a moment later.
+    wait_for(lambda: not other.is_locked(request_id), what="lock released")
     store.delete(request_id)
     assert not kazoo_client.exists(f"/nodepool/requests/{request_id}")
     assert not kazoo_client.exists(f"/nodepool/requests-lock/{request_id}")
