@@ -21,6 +21,7 @@ from nodepool_ng.drivers.base import (
     StateMachine,
 )
 from nodepool_ng.drivers.openstack import OpenStackAdapter
+from nodepool_ng.drivers.openstack.adapter import remember_service_lookups
 from nodepool_ng.errors import LaunchError, LaunchTimeout, QuotaExceeded
 from tests.fixtures.simcloud import SimCloudFixture, simcloud_profile
 
@@ -240,3 +241,27 @@ def test_image_upload_list_delete(cloud_factory: Any, tmp_path: Path) -> None:
     assert seen["disk_format"] == "vhd" and seen["status"] == "active"
     adapter.delete_image(image_id)
     assert image_id not in [i["id"] for i in sc.admin("sim-a").images()]
+
+
+def test_service_lookups_remembered_once_present(cloud_factory: Any) -> None:
+    """`has_service` is asked per expanded server; a "yes" is answered from memory, and
+    a "no" is asked again (openstacksdk also says no when the lookup failed)."""
+    _, adapter = cloud_factory()
+    conn = adapter.conn
+    asked: list[str] = []
+    original = type(conn).has_service
+
+    def counting(service_key: str, version: str | None = None) -> bool:
+        asked.append(service_key)
+        return bool(original(conn, service_key, version))
+
+    conn.has_service = counting
+    remember_service_lookups(conn)
+    assert conn.has_service("network") and conn.has_service("network")
+    assert conn.has_service("compute")
+    assert not conn.has_service("no-such-service")
+    assert not conn.has_service("no-such-service")
+    assert asked == ["network", "compute", "no-such-service", "no-such-service"]
+    # The adapter's own expansion still finds the addresses (it asks through the memo).
+    (instance,) = run(adapter.get_create_state_machine(spec(), LOG))
+    assert instance is not None and instance.interface_ip

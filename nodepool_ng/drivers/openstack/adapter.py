@@ -105,6 +105,7 @@ class OpenStackAdapter:
         self.conn = openstack.connection.Connection(
             config=self.cloud_region, rate_limit=rate_limit, app_name="nodepool_ng")
         skip_per_call_env_lookups(self.conn.session)
+        remember_service_lookups(self.conn)
         self._server_mv: str | None = None  # "" once found out that there is none
         self._auto_networks: bool | None = None  # compute microversion >= 2.37
         self._executor = PriorityExecutor(executor_workers, f"openstack-{provider.name}")
@@ -491,6 +492,30 @@ def skip_per_call_env_lookups(ksa_session: Any) -> bool:
         ksa_session.verify = bundle
     requests_session.trust_env = False
     return True
+
+
+def remember_service_lookups(conn: Any) -> None:
+    """Answer `conn.has_service(...)` from memory once it said yes.
+
+    openstacksdk's `add_server_interfaces` asks `has_service("network")` for every server
+    it expands, and each answer re-derives the cloud config (a deep copy) and searches the
+    service catalog: ~7% of the launcher's CPU in a burst. The catalog a connection was
+    given does not change while it lives (a config reload builds a new connection). Only
+    "yes" is remembered: openstacksdk also answers "no" when the lookup itself failed.
+    """
+    ask = conn.has_service
+    present: set[tuple[str, str | None]] = set()
+
+    def has_service(service_key: str, version: str | None = None) -> bool:
+        key = (service_key, version)
+        if key in present:
+            return True
+        if ask(service_key, version):
+            present.add(key)
+            return True
+        return False
+
+    conn.has_service = has_service
 
 
 def _cloud_error(e: os_exc.HttpException, what: str) -> Exception:
