@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.recipe.lock import Lock
 
 from nodepool_ng.errors import LockError
 from nodepool_ng.model.node import Node, NodeState
@@ -22,6 +23,13 @@ from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 from tests.zk.util import wait_for
+
+
+def _held_by_kazoo(kazoo_client: KazooClient, path: str) -> Lock:
+    """A kazoo Lock (as Zuul takes it) held at `path`."""
+    theirs = kazoo_client.Lock(path, identifier="zuul")
+    assert theirs.acquire(blocking=False)
+    return theirs
 
 
 def test_first_lock_creates_dir_and_excludes_kazoo_lock(
@@ -50,8 +58,7 @@ def test_new_dir_guess_wrong_falls_back_to_contending(
     zk_client: ZooKeeperClient, kazoo_client: KazooClient
 ) -> None:
     path = "/locks-test/held"
-    theirs = kazoo_client.Lock(path, identifier="zuul")
-    assert theirs.acquire(blocking=False)
+    _held_by_kazoo(kazoo_client, path)
     lock = locks.make_lock(zk_client, path)
     with pytest.raises(LockError, match="held elsewhere"):
         locks.acquire(zk_client, lock, new_dir=True)
@@ -64,8 +71,7 @@ def test_blocking_acquire_waits_for_kazoo_holder(
     zk_client: ZooKeeperClient, kazoo_client: KazooClient
 ) -> None:
     path = "/locks-test/wait"
-    theirs = kazoo_client.Lock(path)
-    assert theirs.acquire(blocking=False)
+    theirs = _held_by_kazoo(kazoo_client, path)
     lock = locks.make_lock(zk_client, path)
     errors: list[BaseException] = []
 
@@ -89,8 +95,7 @@ def test_blocking_acquire_times_out_without_leaving_a_contender(
     zk_client: ZooKeeperClient, kazoo_client: KazooClient
 ) -> None:
     path = "/locks-test/timeout"
-    theirs = kazoo_client.Lock(path)
-    assert theirs.acquire(blocking=False)
+    theirs = _held_by_kazoo(kazoo_client, path)
     lock = locks.make_lock(zk_client, path)
     with pytest.raises(LockError, match="timed out"):
         locks.acquire(zk_client, lock, blocking=True, timeout=0.3)
