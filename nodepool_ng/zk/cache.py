@@ -14,6 +14,16 @@ answer is at least as new as the state when it was sent, so a data answer older 
 `mzxid`) than what is cached is dropped, and a deletion notification removes only an entry
 read before the notification arrived (a later read proved the znode exists again).
 
+Our own writes need no read (`expect_write` / `wrote`): a store announces a write of a
+kept znode before sending it and hands its answer (data and stat) over afterwards. While a
+write of ours on a path is pending, that path's notifications are parked instead of read.
+ZooKeeper sends the notification of a change before the answer to the write that made it,
+and every data change raises the version by one; so once our answer is in, if the parked
+notifications are exactly as many as the versions between the cached copy and our write,
+they are all accounted for and our data is the current copy. Otherwise (someone else wrote
+too, or the write failed) the path is read as usual. A launcher's own writes are most of
+the changes it sees: each would otherwise cost a read.
+
 `RecordCache` sits on top and keeps decoded records keyed by id plus the lock contenders seen
 under each record, calling listeners `(record_id, record_or_None)` on every change.
 """
@@ -24,6 +34,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -66,9 +77,20 @@ class _Notification:
     path: str
     answer: Any = None  # kazoo async GetData result, when the data is kept
     read_at: int = 0
+    parked: bool = False  # waits for the answer to a write of ours (no read sent)
+
+
+@dataclass
+class _OwnWrite:
+    """The answer to a write of ours (`stat` None: it failed or its outcome is unknown)."""
+
+    path: str
+    data: bytes | None
+    stat: Any
 
 
 _RESYNC = "resync"
+PARKED_LIMIT = 5.0  # seconds a parked notification waits for our write's answer at most
 
 
 class TreeCache:
@@ -87,8 +109,17 @@ class TreeCache:
         self._listeners: list[Callable[[CacheEvent], None]] = []
         self._entries: dict[str, _Entry] = {}
         self._ticks = itertools.count(1)  # next() is atomic under the GIL
-        self._queue: queue.Queue[_Notification | str | None] = queue.Queue()
+        self._queue: queue.Queue[_Notification | _OwnWrite | str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        # Own writes: announced and not yet answered, per path (writer threads and cache
+        # thread, under the lock); then, on the cache thread only, the notifications parked
+        # meanwhile (with when parking began) and the newest answer of ours.
+        self._writes_lock = threading.Lock()
+        self._expecting: dict[str, int] = {}
+        self._parked: dict[str, list[_Notification]] = {}
+        self._parked_since: dict[str, float] = {}
+        self._own: dict[str, _OwnWrite] = {}
+        self.reads_saved = 0  # notifications answered by our own write (tests, stats)
 
     def add_listener(self, listener: Callable[[CacheEvent], None]) -> None:
         """Call `listener(event)` on the cache thread for every change (keep it quick)."""
@@ -120,6 +151,16 @@ class TreeCache:
         self._thread = None
         self._entries = {}
 
+    def expect_write(self, path: str) -> None:
+        """A write of `path` by this client is about to be sent; `wrote()` must follow."""
+        with self._writes_lock:
+            self._expecting[path] = self._expecting.get(path, 0) + 1
+
+    def wrote(self, path: str, data: bytes | None, stat: Any) -> None:
+        """The answer to an announced write: the data written and its stat, or stat None
+        when it failed (or may or may not have happened)."""
+        self._queue.put(_OwnWrite(path, data, stat))
+
     def get_data(self, path: str) -> bytes | None:
         """Cached payload of `path`, or None if not cached."""
         entry = self._entries.get(path)
@@ -137,16 +178,22 @@ class TreeCache:
     # -- the cache thread ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=1.0 if self._parked else None)
+            except queue.Empty:
+                self._release_stale_parked()
+                continue
+            batch = [first]
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            # Send every read of the batch before waiting for the first answer.
+            # Send every read of the batch before waiting for the first answer; a change to
+            # a path we are writing waits for our write's answer instead (see module doc).
             for item in batch:
                 if isinstance(item, _Notification) and item.event_type != EventType.DELETED \
-                        and self._keeps_data(item.path):
+                        and self._keeps_data(item.path) and not self._parks(item):
                     item.read_at = next(self._ticks)
                     item.answer = self.client.kazoo.get_async(item.path)
             for item in batch:
@@ -155,13 +202,89 @@ class TreeCache:
                 try:
                     if isinstance(item, _Notification):
                         self._apply(item)
+                    elif isinstance(item, _OwnWrite):
+                        self._own_write(item)
                     else:
                         self._resync()
                 except Exception:
                     log.exception("tree cache %s: failed to apply %s", self.root, item)
+            self._release_stale_parked()
+
+    # -- own writes (cache thread) -------------------------------------------------------------
+    def _parks(self, item: _Notification) -> bool:
+        """Mark a data change notification to be parked if a write of ours is pending."""
+        if item.event_type not in (EventType.CHANGED, EventType.CREATED):
+            return False
+        with self._writes_lock:
+            pending = self._expecting.get(item.path, 0) > 0
+        item.parked = pending or item.path in self._parked
+        return item.parked
+
+    def _own_write(self, item: _OwnWrite) -> None:
+        path = item.path
+        with self._writes_lock:
+            left = self._expecting.get(path, 0) - 1
+            if left > 0:
+                self._expecting[path] = left
+            else:
+                self._expecting.pop(path, None)
+        known = self._own.get(path)
+        if item.stat is None:
+            self._own[path] = item  # unknown outcome: the path must be read
+        elif known is None or (known.stat is not None and known.stat.mzxid < item.stat.mzxid):
+            self._own[path] = item
+        if left <= 0:
+            self._settle(path)
+
+    def _settle(self, path: str) -> None:
+        """Every write of ours on `path` is answered: account for the parked notifications."""
+        parked = self._parked.pop(path, [])
+        self._parked_since.pop(path, None)
+        own = self._own.pop(path, None)
+        entry = self._entries.get(path)
+        cached_version = entry.version if entry is not None else -1
+        if own is not None and own.stat is not None and \
+                len(parked) == own.stat.version - cached_version:
+            if parked:
+                self.reads_saved += len(parked)
+            self._store(path, own.data, own.stat, next(self._ticks))
+        elif parked:
+            self._read_now(path)
+        elif own is not None and own.stat is not None:
+            self._store(path, own.data, own.stat, next(self._ticks))  # older answers drop
+
+    def _read_now(self, path: str) -> None:
+        item = _Notification(next(self._ticks), EventType.CHANGED, path)
+        item.read_at = next(self._ticks)
+        item.answer = self.client.kazoo.get_async(path)
+        self._apply(item)
+
+    def _release_stale_parked(self) -> None:
+        """A write whose answer never came (a bug): read its path rather than wait on."""
+        now = time.monotonic()
+        for path, since in list(self._parked_since.items()):
+            if now - since > PARKED_LIMIT:
+                log.warning("tree cache %s: no answer to our write of %s; reading it",
+                            self.root, path)
+                with self._writes_lock:
+                    self._expecting.pop(path, None)
+                self._own.pop(path, None)
+                self._parked.pop(path, None)
+                self._parked_since.pop(path, None)
+                self._read_now(path)
 
     def _apply(self, item: _Notification) -> None:
+        if item.parked:
+            self._parked.setdefault(item.path, []).append(item)
+            self._parked_since.setdefault(item.path, time.monotonic())
+            with self._writes_lock:
+                pending = self._expecting.get(item.path, 0) > 0
+            if not pending:
+                self._settle(item.path)  # our answer came before this notification
+            return
         if item.event_type == EventType.DELETED:
+            self._parked.pop(item.path, None)  # changes before the deletion: moot
+            self._parked_since.pop(item.path, None)
             self._remove(item.path, item.tick)
         elif item.answer is None:
             if item.event_type == EventType.CREATED:  # kept by name only
@@ -200,6 +323,11 @@ class TreeCache:
 
     def _resync(self) -> None:
         """Re-add the watch, then re-read the subtree level by level (reads pipelined)."""
+        # The re-read covers what was parked; answers to writes still pending are applied
+        # when they come (an older one than the copy is dropped).
+        self._parked.clear()
+        self._parked_since.clear()
+        self._own.clear()
         if not self.client.is_connected:
             return  # the CONNECTED event queues another
         kazoo = self.client.kazoo
@@ -406,3 +534,17 @@ class CachedStore(Generic[T]):
     def add_listener(self, listener: Callable[[str, T | None], None]) -> None:
         """Call `listener(key, record_or_None)` on every change (cache thread; be quick)."""
         self.cache.add_listener(listener)
+
+    def _write_through(self, path: str, data: bytes, write: Callable[[], Any]) -> Any:
+        """Run `write()` (writing `data` to `path`; returns the new stat, or None if it did
+        not write) and tell the running cache its outcome, so the change needs no read."""
+        if not self.cache_started:
+            return write()
+        tree = self.cache.tree
+        tree.expect_write(path)
+        stat = None
+        try:
+            stat = write()
+        finally:
+            tree.wrote(path, data if stat is not None else None, stat)
+        return stat

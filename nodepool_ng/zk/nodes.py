@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from kazoo.exceptions import BadVersionError
 
@@ -100,10 +101,10 @@ class NodeStore(CachedStore[Node]):
         if node.id is None:
             raise ValueError("node has no id; use create()")
         version = node.zk_version if check_version else -1
+        path, data = paths.node_path(node.id), node.to_json()
         try:
-            stat = self.client.set(
-                paths.node_path(node.id), node.to_json(), version, what=f"node {node.id}"
-            )
+            stat = self._write_through(path, data, lambda: self.client.set(
+                path, data, version, what=f"node {node.id}"))
         except BadVersionError as e:
             raise ZooKeeperError(f"node {node.id}: changed since read") from e
         node.zk_version = stat.version
@@ -192,15 +193,23 @@ class NodeStore(CachedStore[Node]):
             raise ValueError("node has no id")
         lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier,
                                make_parents=False)
-        write = ("set", paths.node_path(node.id), node.to_json(), node.zk_version)
+        path, data = paths.node_path(node.id), node.to_json()
+        written: list[Any] = []
+
+        def lock_with_write() -> Any:
+            # The write rides along only when the lock is taken in one transaction.
+            written.extend(locks.acquire(self.client, lock, what=f"node {node.id}",
+                                         new_dir=True,
+                                         extra_ops=[("set", path, data, node.zk_version)]))
+            return written[0] if written else None
+
         try:
-            results = locks.acquire(self.client, lock, what=f"node {node.id}", new_dir=True,
-                                    extra_ops=[write])
+            self._write_through(path, data, lock_with_write)
         except RecordNotFound as e:
             raise LockError(f"node {node.id}: gone") from e
         node.lock = lock
-        if results:
-            node.zk_version = results[0].version
+        if written:
+            node.zk_version = written[0].version
         else:
             self.store(node)
 

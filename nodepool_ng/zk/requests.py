@@ -103,9 +103,10 @@ class RequestStore(CachedStore[NodeRequest]):
         if request.id is None:
             raise ValueError("request has no id; use submit()")
         version = request.zk_version if check_version else -1
+        path, data = paths.request_path(request.id), request.to_json()
         try:
-            stat = self.client.set(paths.request_path(request.id), request.to_json(), version,
-                                   what=f"request {request.id}")
+            stat = self._write_through(path, data, lambda: self.client.set(
+                path, data, version, what=f"request {request.id}"))
         except BadVersionError as e:
             raise ZooKeeperError(f"request {request.id}: changed since read") from e
         request.zk_version = stat.version
