@@ -53,6 +53,14 @@ def new_node(store: NodeStore) -> Node:
     return node
 
 
+def their_write(kazoo_client: KazooClient, node: Node, state: str) -> None:
+    """Someone else (Zuul, another launcher) sets the node's state."""
+    path = f"/nodepool/nodes/{node.id}"
+    data = json.loads(kazoo_client.get(path)[0])
+    data["state"] = state
+    kazoo_client.set(path, json.dumps(data).encode())
+
+
 def test_own_write_needs_no_read(store: NodeStore, zk_client: ZooKeeperClient) -> None:
     node = new_node(store)
     path = f"/nodepool/nodes/{node.id}"
@@ -78,9 +86,7 @@ def test_someone_elses_write_after_ours_is_read(
     tree.expect_write(path)
     node.state = NodeState.READY
     stat = zk_client.set(path, node.to_json())
-    theirs = json.loads(node.to_json())
-    theirs["state"] = "in-use"
-    kazoo_client.set(path, json.dumps(theirs).encode())
+    their_write(kazoo_client, node, "in-use")
     wait_for(lambda: len(tree._parked.get(path, [])) == 2, what="both changes parked")
     tree.wrote(path, node.to_json(), stat)
     wait_for(lambda: cached_state(store, node.id or "") == "in-use", what="their change")
@@ -95,9 +101,7 @@ def test_someone_elses_write_before_ours_is_covered(
     path = f"/nodepool/nodes/{node.id}"
     tree = store.cache.tree
     tree.expect_write(path)
-    theirs = json.loads(node.to_json())
-    theirs["state"] = "in-use"
-    kazoo_client.set(path, json.dumps(theirs).encode())
+    their_write(kazoo_client, node, "in-use")
     wait_for(lambda: len(tree._parked.get(path, [])) == 1, what="their change parked")
     node.state = NodeState.USED
     stat = zk_client.set(path, node.to_json())
@@ -113,9 +117,7 @@ def test_failed_write_reads_the_path(
     path = f"/nodepool/nodes/{node.id}"
     tree = store.cache.tree
     tree.expect_write(path)
-    theirs = json.loads(node.to_json())
-    theirs["state"] = "hold"
-    kazoo_client.set(path, json.dumps(theirs).encode())
+    their_write(kazoo_client, node, "hold")
     wait_for(lambda: path in tree._parked, what="their change parked")
     tree.wrote(path, None, None)  # our write failed
     wait_for(lambda: cached_state(store, node.id or "") == "hold", what="their change read")
@@ -128,9 +130,7 @@ def test_unanswered_write_is_read_after_the_limit(
     node = new_node(store)
     path = f"/nodepool/nodes/{node.id}"
     store.cache.tree.expect_write(path)  # and never an answer (a bug)
-    theirs = json.loads(node.to_json())
-    theirs["state"] = "hold"
-    kazoo_client.set(path, json.dumps(theirs).encode())
+    their_write(kazoo_client, node, "hold")
     wait_for(lambda: cached_state(store, node.id or "") == "hold", what="read after limit")
 
 
