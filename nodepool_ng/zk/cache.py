@@ -78,6 +78,7 @@ class _Notification:
     answer: Any = None  # kazoo async GetData result, when the data is kept
     read_at: int = 0
     parked: bool = False  # waits for the answer to a write of ours (no read sent)
+    parked_at: float = 0.0  # monotonic time it was parked
 
 
 @dataclass
@@ -113,11 +114,10 @@ class TreeCache:
         self._thread: threading.Thread | None = None
         # Own writes: announced and not yet answered, per path (writer threads and cache
         # thread, under the lock); then, on the cache thread only, the notifications parked
-        # meanwhile (with when parking began) and the newest answer of ours.
+        # meanwhile and the newest answer of ours.
         self._writes_lock = threading.Lock()
         self._expecting: dict[str, int] = {}
         self._parked: dict[str, list[_Notification]] = {}
-        self._parked_since: dict[str, float] = {}
         self._own: dict[str, _OwnWrite] = {}
         self.reads_saved = 0  # notifications answered by our own write (tests, stats)
 
@@ -239,19 +239,15 @@ class TreeCache:
     def _settle(self, path: str) -> None:
         """Every write of ours on `path` is answered: account for the parked notifications."""
         parked = self._parked.pop(path, [])
-        self._parked_since.pop(path, None)
         own = self._own.pop(path, None)
+        stat = own.stat if own is not None else None
         entry = self._entries.get(path)
         cached_version = entry.version if entry is not None else -1
-        if own is not None and own.stat is not None and \
-                len(parked) == own.stat.version - cached_version:
-            if parked:
-                self.reads_saved += len(parked)
-            self._store(path, own.data, own.stat, next(self._ticks))
-        elif parked:
-            self._read_now(path)
-        elif own is not None and own.stat is not None:
-            self._store(path, own.data, own.stat, next(self._ticks))  # older answers drop
+        if parked and (stat is None or len(parked) != stat.version - cached_version):
+            self._read_now(path)  # a change that is not ours, or our outcome is unknown
+        elif own is not None and stat is not None:
+            self.reads_saved += len(parked)
+            self._store(path, own.data, stat, next(self._ticks))  # older answers drop
 
     def _read_now(self, path: str) -> None:
         item = _Notification(next(self._ticks), EventType.CHANGED, path)
@@ -262,21 +258,20 @@ class TreeCache:
     def _release_stale_parked(self) -> None:
         """A write whose answer never came (a bug): read its path rather than wait on."""
         now = time.monotonic()
-        for path, since in list(self._parked_since.items()):
-            if now - since > PARKED_LIMIT:
+        for path, parked in list(self._parked.items()):
+            if now - parked[0].parked_at > PARKED_LIMIT:
                 log.warning("tree cache %s: no answer to our write of %s; reading it",
                             self.root, path)
                 with self._writes_lock:
                     self._expecting.pop(path, None)
                 self._own.pop(path, None)
-                self._parked.pop(path, None)
-                self._parked_since.pop(path, None)
+                del self._parked[path]
                 self._read_now(path)
 
     def _apply(self, item: _Notification) -> None:
         if item.parked:
+            item.parked_at = time.monotonic()
             self._parked.setdefault(item.path, []).append(item)
-            self._parked_since.setdefault(item.path, time.monotonic())
             with self._writes_lock:
                 pending = self._expecting.get(item.path, 0) > 0
             if not pending:
@@ -284,7 +279,6 @@ class TreeCache:
             return
         if item.event_type == EventType.DELETED:
             self._parked.pop(item.path, None)  # changes before the deletion: moot
-            self._parked_since.pop(item.path, None)
             self._remove(item.path, item.tick)
         elif item.answer is None:
             if item.event_type == EventType.CREATED:  # kept by name only
@@ -326,7 +320,6 @@ class TreeCache:
         # The re-read covers what was parked; answers to writes still pending are applied
         # when they come (an older one than the copy is dropped).
         self._parked.clear()
-        self._parked_since.clear()
         self._own.clear()
         if not self.client.is_connected:
             return  # the CONNECTED event queues another

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
@@ -107,9 +108,7 @@ def acquire(
             if name is None:
                 raise LockError(f"{what}: the lock dir came and went")
         while True:
-            children = _wait(kazoo.get_children_async(lock.path), deadline, what)
-            contenders = sorted((c for c in children if any(m in c for m in _CONTENDER_MARKS)),
-                                key=lambda c: c[-_SEQ_LEN:])
+            contenders = _in_order(_wait(kazoo.get_children_async(lock.path), deadline, what))
             if name not in contenders:
                 raise LockError(f"{what}: our lock contender vanished (session expired?)")
             position = contenders.index(name)
@@ -126,8 +125,8 @@ def acquire(
             if not gone.wait(max(0.0, deadline - time.monotonic())):
                 raise LockError(f"{what}: held elsewhere (timed out after {limit}s)")
     except BaseException:
-        if lock.node is not None and not lock.is_acquired:
-            _delete_later(client, f"{lock.path}/{lock.node}")
+        if lock.contender_path is not None and not lock.is_acquired:
+            _delete_later(client, lock.contender_path)
             lock.node = None
         raise
 
@@ -138,9 +137,9 @@ def release(lock: ZkLock | None, wait: bool = False) -> None:
     next is seen after the release; other sessions may see the lock for a moment longer.
     `wait`: return once ZooKeeper applied it. Trouble is logged, not raised (the contender is
     ephemeral: it goes with the session anyway)."""
-    if lock is None or not lock.is_acquired or lock.node is None:
+    path = lock.contender_path if lock is not None and lock.is_acquired else None
+    if lock is None or path is None:
         return
-    path = f"{lock.path}/{lock.node}"
     lock.is_acquired, lock.node = False, None
     if not wait:
         _delete_later(lock.client, path)
@@ -160,9 +159,14 @@ def forget(lock: ZkLock | None) -> None:
 
 
 def contenders(client: ZooKeeperClient, path: str) -> list[str]:
-    """Contender znode names at lock dir `path`, lowest sequence (the holder) first."""
-    names = client.get_children(path)
-    return sorted(names, key=lambda n: n[-_SEQ_LEN:])
+    """Every child of lock dir `path`, lowest sequence (the holder) first."""
+    return sorted(client.get_children(path), key=lambda n: n[-_SEQ_LEN:])
+
+
+def _in_order(children: list[str]) -> list[str]:
+    """The lock contenders among a lock dir's children, lowest sequence (the holder) first."""
+    return sorted((c for c in children if any(m in c for m in _CONTENDER_MARKS)),
+                  key=lambda c: c[-_SEQ_LEN:])
 
 
 def is_locked(client: ZooKeeperClient, path: str) -> bool:
@@ -204,7 +208,7 @@ def _create_with_dir(
         results = _wait(answer, deadline, what)
     except LockError:
         # Given up: if the transaction still commits, remove the contender it made.
-        answer.rawlink(lambda late: _delete_if_committed(client, late))
+        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r[1]))
         raise
     failures = [r for r in results if isinstance(r, Exception)]
     if not failures:
@@ -229,7 +233,7 @@ def _held(client: ZooKeeperClient, lock: ZkLock, deadline: float, what: str) -> 
         children = _wait(client.kazoo.get_children_async(lock.path), deadline, what)
     except NoNodeError:
         return False
-    return any(m in c for c in children for m in _CONTENDER_MARKS)
+    return bool(_in_order(children))
 
 
 def _create_contender(client: ZooKeeperClient, lock: ZkLock, prefix: str, data: bytes,
@@ -241,7 +245,7 @@ def _create_contender(client: ZooKeeperClient, lock: ZkLock, prefix: str, data: 
         created: str = _wait(answer, deadline, what)
     except LockError:
         # Given up: if the create still happens, remove that contender when it does.
-        answer.rawlink(lambda result: _delete_if_created(client, result))
+        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r))
         raise
     except NoNodeError:
         return None
@@ -261,21 +265,15 @@ def _wait(answer: Any, deadline: float, what: str) -> Any:
         raise LockError(f"{what}: {type(e).__name__} {e}".rstrip()) from e
 
 
-def _delete_if_created(client: ZooKeeperClient, result: Any) -> None:
+def _delete_late_contender(client: ZooKeeperClient, answer: Any,
+                           contender_of: Callable[[Any], Any]) -> None:
+    """An answer that came after its caller gave up: delete the contender it created."""
     try:
-        path = result.get_nowait()
+        path = contender_of(answer.get_nowait())
     except Exception:
-        return  # never created
-    _delete_later(client, path)
-
-
-def _delete_if_committed(client: ZooKeeperClient, result: Any) -> None:
-    try:
-        results = result.get_nowait()
-    except Exception:
-        return  # never committed
-    if len(results) > 1 and isinstance(results[1], str):
-        _delete_later(client, results[1])
+        return  # nothing was created (or the transaction failed)
+    if isinstance(path, str):
+        _delete_later(client, path)
 
 
 def _delete_later(client: ZooKeeperClient, path: str) -> None:

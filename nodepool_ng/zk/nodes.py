@@ -132,7 +132,7 @@ class NodeStore(CachedStore[Node]):
 
     def _delete_locked(self, node: Node) -> bool:
         lock = node.lock
-        contender = getattr(lock, "contender_path", None) if lock is not None else None
+        contender = lock.contender_path if isinstance(lock, locks.ZkLock) else None
         if contender is None or node.id is None:
             return False
         txn = self.client.kazoo.transaction()
@@ -177,8 +177,7 @@ class NodeStore(CachedStore[Node]):
             raise ValueError("node has no id")
         if node.lock is not None and node.lock.is_acquired:
             raise LockError(f"node {node.id}: already locked by this process")
-        lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier,
-                               make_parents=False)
+        lock = self._new_lock(node.id, identifier)
         try:
             locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
                           what=f"node {node.id}", new_dir=node.zk_version == 0)
@@ -186,13 +185,17 @@ class NodeStore(CachedStore[Node]):
             raise LockError(f"node {node.id}: gone") from e
         node.lock = lock
 
+    def _new_lock(self, node_id: str, identifier: str | None) -> locks.ZkLock:
+        # The lock dir's parent is the node: a missing parent means the node is gone.
+        return locks.make_lock(self.client, paths.node_lock_path(node_id), identifier,
+                               make_parents=False)
+
     def lock_and_store(self, node: Node, identifier: str | None = None) -> None:
         """Lock a node this process just created and write it, in one round trip when its
         lock dir does not exist yet (the usual case: nobody else has tried to lock it)."""
         if node.id is None:
             raise ValueError("node has no id")
-        lock = locks.make_lock(self.client, paths.node_lock_path(node.id), identifier,
-                               make_parents=False)
+        lock = self._new_lock(node.id, identifier)
         path, data = paths.node_path(node.id), node.to_json()
         written: list[Any] = []
 
@@ -229,3 +232,4 @@ class NodeStore(CachedStore[Node]):
     def force_unlock(self, node_id: str) -> bool:
         """Remove the holder's lock znode (admin use); True if there was one."""
         return locks.force_unlock(self.client, paths.node_lock_path(node_id))
+

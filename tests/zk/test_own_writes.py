@@ -13,6 +13,7 @@ from kazoo.client import KazooClient
 
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.zk import cache as cache_module
+from nodepool_ng.zk.cache import TreeCache
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.nodes import NodeStore
 from tests.zk.util import wait_for
@@ -53,6 +54,14 @@ def new_node(store: NodeStore) -> Node:
     return node
 
 
+def announced_write(store: NodeStore) -> tuple[Node, str, TreeCache]:
+    """A fresh node whose write by us is announced to the cache (the answer still to come)."""
+    node = new_node(store)
+    path = f"/nodepool/nodes/{node.id}"
+    store.cache.tree.expect_write(path)
+    return node, path, store.cache.tree
+
+
 def their_write(kazoo_client: KazooClient, node: Node, state: str) -> None:
     """Someone else (Zuul, another launcher) sets the node's state."""
     path = f"/nodepool/nodes/{node.id}"
@@ -80,10 +89,7 @@ def test_someone_elses_write_after_ours_is_read(
 ) -> None:
     """Their change lands between our write and the moment the cache hears our answer:
     the notifications outnumber the versions we account for, so the cache reads."""
-    node = new_node(store)
-    path = f"/nodepool/nodes/{node.id}"
-    tree = store.cache.tree
-    tree.expect_write(path)
+    node, path, tree = announced_write(store)
     node.state = NodeState.READY
     stat = zk_client.set(path, node.to_json())
     their_write(kazoo_client, node, "in-use")
@@ -97,10 +103,7 @@ def test_someone_elses_write_before_ours_is_covered(
     store: NodeStore, zk_client: ZooKeeperClient, kazoo_client: KazooClient
 ) -> None:
     """Their change, then ours: two notifications, two versions; ours is the newest."""
-    node = new_node(store)
-    path = f"/nodepool/nodes/{node.id}"
-    tree = store.cache.tree
-    tree.expect_write(path)
+    node, path, tree = announced_write(store)
     their_write(kazoo_client, node, "in-use")
     wait_for(lambda: len(tree._parked.get(path, [])) == 1, what="their change parked")
     node.state = NodeState.USED
@@ -113,10 +116,7 @@ def test_someone_elses_write_before_ours_is_covered(
 def test_failed_write_reads_the_path(
     store: NodeStore, zk_client: ZooKeeperClient, kazoo_client: KazooClient
 ) -> None:
-    node = new_node(store)
-    path = f"/nodepool/nodes/{node.id}"
-    tree = store.cache.tree
-    tree.expect_write(path)
+    node, path, tree = announced_write(store)
     their_write(kazoo_client, node, "hold")
     wait_for(lambda: path in tree._parked, what="their change parked")
     tree.wrote(path, None, None)  # our write failed
@@ -127,9 +127,7 @@ def test_unanswered_write_is_read_after_the_limit(
     store: NodeStore, kazoo_client: KazooClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cache_module, "PARKED_LIMIT", 0.2)
-    node = new_node(store)
-    path = f"/nodepool/nodes/{node.id}"
-    store.cache.tree.expect_write(path)  # and never an answer (a bug)
+    node, _, _ = announced_write(store)  # and never an answer (a bug)
     their_write(kazoo_client, node, "hold")
     wait_for(lambda: cached_state(store, node.id or "") == "hold", what="read after limit")
 
