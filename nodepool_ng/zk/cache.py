@@ -20,9 +20,10 @@ write of ours on a path is pending, that path's notifications are parked instead
 ZooKeeper sends the notification of a change before the answer to the write that made it,
 and every data change raises the version by one; so once our answer is in, if the parked
 notifications are exactly as many as the versions between the cached copy and our write,
-they are all accounted for and our data is the current copy. Otherwise (someone else wrote
-too, or the write failed) the path is read as usual. A launcher's own writes are most of
-the changes it sees: each would otherwise cost a read.
+they are all accounted for and our data is the copy as of the last of them (its tick, so a
+deletion notified later still removes it). Otherwise (someone else wrote too, the write
+failed, or a deletion or resync dropped the parked notifications) the path is read. A
+launcher's own writes are most of the changes it sees: each would otherwise cost a read.
 
 `RecordCache` sits on top and keeps decoded records keyed by id plus the lock contenders seen
 under each record, calling listeners `(record_id, record_or_None)` on every change.
@@ -240,14 +241,20 @@ class TreeCache:
         """Every write of ours on `path` is answered: account for the parked notifications."""
         parked = self._parked.pop(path, [])
         own = self._own.pop(path, None)
-        stat = own.stat if own is not None else None
+        stat, data = (own.stat, own.data) if own is not None else (None, None)
         entry = self._entries.get(path)
         cached_version = entry.version if entry is not None else -1
         if parked and (stat is None or len(parked) != stat.version - cached_version):
             self._read_now(path)  # a change that is not ours, or our outcome is unknown
-        elif own is not None and stat is not None:
+        elif parked and stat is not None:
+            # Our data is the state as of our change's notification, the last parked one:
+            # its tick, not a new one, so a deletion notified after it still removes it.
             self.reads_saved += len(parked)
-            self._store(path, own.data, stat, next(self._ticks))  # older answers drop
+            self._store(path, data, stat, parked[-1].tick)
+        elif stat is not None:
+            # Our change's notification is gone (a deletion dropped it, or a resync): the
+            # answer may describe a znode that no longer exists, so read.
+            self._read_now(path)
 
     def _read_now(self, path: str) -> None:
         item = _Notification(next(self._ticks), EventType.CHANGED, path)

@@ -170,3 +170,44 @@ def test_cache_equals_zookeeper_when_we_and_others_write_the_same_nodes(
 
     wait_for(equal, what="cache equal to ZooKeeper")
     assert not store.cache.tree._parked
+
+
+def test_our_write_answered_after_their_delete_does_not_bring_the_node_back(
+    store: NodeStore, zk_client: ZooKeeperClient, kazoo_client: KazooClient
+) -> None:
+    node, path, tree = announced_write(store)
+    node.state = NodeState.READY
+    stat = zk_client.set(path, node.to_json())
+    kazoo_client.delete(path, recursive=True)
+    wait_for(lambda: store.cached_node(node.id or "") is None, what="deletion seen")
+    tree.wrote(path, node.to_json(), stat)  # the answer reaches the cache only now
+    wait_for(lambda: not tree._expecting and not tree._own, what="answer settled")
+    assert store.cached_node(node.id or "") is None
+
+
+def test_our_write_then_delete_seen_late_leaves_no_node(
+    store: NodeStore, kazoo_client: KazooClient
+) -> None:
+    """The cache thread is busy while we write a node and delete it (upstream's two-step
+    delete: state `deleted`, then the znode): it takes our write's answer after the
+    deletion's notification has queued, and must still drop the node."""
+    node = new_node(store)
+    busy, go_on = threading.Event(), threading.Event()
+    blocker_path = "/nodepool/nodes/blocker"
+
+    def slow_listener(event: Any) -> None:
+        if event.path == blocker_path:
+            busy.set()
+            go_on.wait(10)
+
+    store.cache.tree.add_listener(slow_listener)
+    kazoo_client.create(blocker_path, b"{}")
+    assert busy.wait(10)
+    try:
+        store.delete(node.id or "")  # writes state `deleted`, then removes the znode
+    finally:
+        go_on.set()
+    wait_for(lambda: not store.cache.tree._expecting and not store.cache.tree._parked,
+             what="cache caught up")
+    wait_for(lambda: store.cache.tree.get_data(blocker_path) is not None, what="blocker")
+    assert store.cached_node(node.id or "") is None
