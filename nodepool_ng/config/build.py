@@ -22,6 +22,7 @@ from nodepool_ng.config.models import (
     PoolLabelConfig,
     ProviderConfig,
     ProviderDiskImageConfig,
+    StaticNodeConfig,
     TenantResourceLimitConfig,
     WebappConfig,
     ZooKeeperServerConfig,
@@ -87,8 +88,32 @@ def build_diskimages(
 
 
 def build_pool(raw: Raw) -> PoolConfig:
+    if "nodes" in raw:
+        return build_static_pool(raw)
     labels = tuple(_make(PoolLabelConfig, label) for label in raw.get("labels") or [])
     return _make(PoolConfig, raw, labels=labels)
+
+
+def static_node_labels(raw_node: Raw) -> tuple[str, ...]:
+    """A static node's `labels`: a list, or one string of space-separated names."""
+    labels = raw_node["labels"]
+    return tuple(labels.split() if isinstance(labels, str) else labels)
+
+
+def build_static_pool(raw: Raw) -> PoolConfig:
+    """A static pool's labels are those of its nodes (plain labels: nothing to boot)."""
+    nodes = tuple(
+        _make(StaticNodeConfig, node, labels=static_node_labels(node),
+              host_key=_strings(node.get("host-key", ())))
+        for node in raw["nodes"]
+    )
+    names = dict.fromkeys(label for node in nodes for label in node.labels)
+    labels = tuple(PoolLabelConfig(name=name) for name in names)
+    return _make(PoolConfig, raw, labels=labels, nodes=nodes)
+
+
+def _strings(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def build_provider(raw: Raw) -> ProviderConfig:

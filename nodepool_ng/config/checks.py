@@ -120,7 +120,11 @@ def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
     cloud_image_names = {image["name"] for image in cloud_images}
     pools = provider.get("pools") or []
     errors += _duplicates(pools, f"{path}.pools", "pool")
+    seen_hosts: dict[tuple[str, str, int], str] = {}
     for j, pool in enumerate(pools):
+        for k, node in enumerate(pool.get("nodes") or []):
+            errors += _check_static_node(f"{path}.pools[{j}].nodes[{k}]", node, labels,
+                                         seen_hosts)
         pool_labels = pool.get("labels") or []
         errors += _duplicates(pool_labels, f"{path}.pools[{j}].labels", "label")
         for k, label in enumerate(pool_labels):
@@ -133,6 +137,30 @@ def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
                 cloud_image_names,
                 path,
             )
+    return errors
+
+
+def _check_static_node(
+    path: str, node: Raw, labels: set[str], seen: dict[tuple[str, str, int], str]
+) -> Errors:
+    errors: Errors = []
+    names = node["labels"].split() if isinstance(node["labels"], str) else node["labels"]
+    if not names:
+        errors.append((f"{path}.labels", "a static node needs at least one label"))
+    for name in names:
+        if name not in labels:
+            errors.append((f"{path}.labels", f"unknown label {name!r} (not in labels)"))
+    if node.get("max-parallel-jobs", 1) < 1:
+        errors.append((f"{path}.max-parallel-jobs", "must be at least 1"))
+    if node.get("timeout", 5) < 1:
+        errors.append((f"{path}.timeout", "must be at least 1"))
+    # Upstream identifies a static node by (name, username, port): two entries with the
+    # same identity would fight over the same registered nodes.
+    identity = (node["name"], node.get("username", "zuul"), node.get("connection-port", 22))
+    if identity in seen:
+        errors.append((f"{path}.name", f"same host, username and port as {seen[identity]}"))
+    else:
+        seen[identity] = path
     return errors
 
 

@@ -166,6 +166,28 @@ class PoolLabelConfig:
 
 
 @dataclass(frozen=True)
+class StaticNodeConfig:
+    """One host of a static pool (spec §3.3); `max_parallel_jobs` nodes are registered."""
+
+    name: str  # hostname or address
+    labels: tuple[str, ...]
+    username: str = "zuul"
+    timeout: int = 5  # seconds for the liveness check / host-key scan
+    host_key_checking: bool = True
+    host_key: tuple[str, ...] = ()  # keys known in advance ("<type> <base64>")
+    connection_port: int = 22
+    connection_type: str = "ssh"
+    shell_type: str | None = None
+    max_parallel_jobs: int = 1
+    python_path: str = "auto"
+
+    @property
+    def identity(self) -> tuple[str, str, int]:
+        """What names the host across config changes (upstream's node tuple)."""
+        return (self.name, self.username, self.connection_port)
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     max_servers: int | None = None  # None = unlimited
@@ -182,6 +204,7 @@ class PoolConfig:
     node_attributes: Mapping[str, object] = field(default_factory=dict)
     priority: int | None = None  # None = the provider's
     labels: tuple[PoolLabelConfig, ...] = ()
+    nodes: tuple[StaticNodeConfig, ...] = ()  # static driver: the hosts (labels derive)
 
     def label(self, name: str) -> PoolLabelConfig | None:
         for label in self.labels:
@@ -214,7 +237,7 @@ class PoolConfig:
 @dataclass(frozen=True)
 class ProviderConfig:
     name: str
-    cloud: str
+    cloud: str = ""  # required for openstack (schema); static providers have none
     driver: str = "openstack"
     region_name: str | None = None
     boot_timeout: int = 60
@@ -237,6 +260,11 @@ class ProviderConfig:
             if pool.name == name:
                 return pool
         raise KeyError(f"provider {self.name!r} has no pool {name!r}")
+
+    @property
+    def launches_servers(self) -> bool:
+        """False for the static driver: its nodes are registered hosts, never booted."""
+        return self.driver != "static"
 
     def pool_priority(self, pool: PoolConfig) -> int:
         return self.priority if pool.priority is None else pool.priority

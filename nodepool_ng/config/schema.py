@@ -14,7 +14,7 @@ import voluptuous as v
 
 from nodepool_ng.errors import ConfigError
 
-SUPPORTED_DRIVERS = ("openstack",)
+SUPPORTED_DRIVERS = ("openstack", "static")
 
 
 def _int(value: Any) -> int:
@@ -251,7 +251,31 @@ OPENSTACK_PROVIDER = v.Schema(
     }
 )
 
-PROVIDER_SCHEMAS: dict[str, v.Schema] = {"openstack": OPENSTACK_PROVIDER}
+# --- static provider (hosts that exist already; spec §3.3) ----------------------------------
+
+STATIC_NODE = {
+    v.Required("name"): str,
+    # A list, or one string of space-separated labels (upstream splits it).
+    v.Required("labels"): v.Any(str, Strs),
+    "username": str,
+    "timeout": _int,
+    "host-key-checking": bool,
+    "host-key": v.Any(str, Strs),
+    "connection-port": _int,
+    "connection-type": str,
+    "shell-type": str,
+    "max-parallel-jobs": _int,
+    "python-path": str,
+}
+
+STATIC_PROVIDER = v.Schema(
+    {
+        **COMMON_PROVIDER,
+        "pools": [{**COMMON_POOL, "nodes": [STATIC_NODE]}],
+    }
+)
+
+PROVIDER_SCHEMAS: dict[str, v.Schema] = {"openstack": OPENSTACK_PROVIDER, "static": STATIC_PROVIDER}
 
 
 # --- turning voluptuous errors into ConfigError paths ---------------------------------------
