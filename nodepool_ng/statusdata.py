@@ -64,8 +64,11 @@ def provider_adapter(config: Any, provider_name: str, clouds_yaml: str | None = 
     /etc/openstack) unless `clouds_yaml` names one.
     """
     from nodepool_ng.drivers.openstack import OpenStackAdapter
+    from nodepool_ng.drivers.static import StaticAdapter
 
     provider = config.providers[provider_name]
+    if provider.driver == "static":
+        return StaticAdapter()  # nothing in a cloud: deleting is removing the record
     try:
         return OpenStackAdapter(provider, clouds_yaml=clouds_yaml, poll_interval=0.5)
     except NodepoolError as e:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from nodepool_ng.drivers import static as static_driver
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.launcher.assignment import (
     Action,
@@ -121,6 +122,8 @@ class PoolWorker(Worker):
     def _start_planned(self, request_id: str, plan: list[Slot | None]) -> RequestHandler | None:
         """Background thread: lock, re-check, pending, then fill the slots as planned."""
         try:
+            if not self._hosts_alive(plan):
+                return None  # the request stays open; the next pass plans other nodes
             req = self._locked_open_request(request_id)
             if req is None:
                 return None
@@ -154,6 +157,34 @@ class PoolWorker(Worker):
                     return plan + [None] * (len(labels) - len(plan))
             plan.append(slot)
         return plan
+
+    def _hosts_alive(self, plan: list[Slot | None]) -> bool:
+        """Static pools check a host before handing it out (upstream's liveness check); a
+        dead one is deregistered (the registrar brings it back once it answers again)."""
+        if self.ctx.provider.launches_servers:
+            return True
+        alive = True
+        claimed = {s for s in plan if isinstance(s, str)}
+        for node in [n for n in self.ctx.zk.nodes() if n.id in claimed]:
+            node_id = node.id or ""
+            host = self.ctx.static_host(node)
+            if host is not None and not static_driver.is_alive(host):
+                self._deregister_dead(node_id)
+                alive = False
+        return alive
+
+    def _deregister_dead(self, node_id: str) -> None:
+        node = self.ctx.zk.lock_fresh_node(node_id)
+        if node is None:
+            return
+        try:
+            if node.state is NodeState.READY and not node.allocated_to:
+                node.state = NodeState.DELETING
+                self.ctx.zk.store_node(node)
+                self.plog.warning("Static node %s (%s) is not reachable; deregistered",
+                                  node_id, node.hostname)
+        finally:
+            self.ctx.zk.unlock_node(node)
 
     def _unplan(self, plan: list[Slot | None]) -> None:
         self.ctx.unreserve(s for s in plan if isinstance(s, int))
@@ -271,6 +302,11 @@ class PoolWorker(Worker):
                 addressable += 1
                 plan = self._plan(list(req.node_types), req.reuse)
                 pauses = any(s is None for s in plan)
+                if pauses and not ctx.provider.launches_servers:
+                    # A static pool never pauses (upstream): the request waits, unaccepted,
+                    # until hosts for all its labels are free, and other requests go on.
+                    self._unplan(plan)
+                    continue
                 if pauses and self._starting:
                     # No room now, but accepts in flight may lose their lock and give their
                     # quota back: decide this request (and the rest) once they are done.

@@ -19,6 +19,7 @@ from nodepool_ng.config.models import (
     PoolConfig,
     PoolLabelConfig,
     ProviderConfig,
+    StaticNodeConfig,
 )
 from nodepool_ng.drivers.base import (
     META_NODE_ID,
@@ -95,6 +96,13 @@ class PoolContext:
 
     def owns(self, node: Node) -> bool:
         return node.provider == self.provider.name and node.pool == self.pool.name
+
+    def static_host(self, node: Node) -> StaticNodeConfig | None:
+        """The configured host behind a node of this (static) pool."""
+        for host in self.pool.nodes:
+            if host.identity == (node.hostname, node.username, node.connection_port):
+                return host
+        return None
 
     # -- images and specs ------------------------------------------------------------------
     def image_for(self, label: PoolLabelConfig) -> ImageInfo | None:
@@ -223,7 +231,7 @@ class PoolContext:
     def reserve(self, label_name: str) -> int | None:
         """Promise quota for one new `label_name` node to an accept running in the background;
         a token, or None when the pool has no room (the accept would pause)."""
-        if not self.has_room(label_name):
+        if not self.provider.launches_servers or not self.has_room(label_name):
             return None
         with self._lock:
             self._next_token += 1
@@ -313,6 +321,8 @@ class PoolContext:
 
     def decline_reason(self, request: NodeRequest) -> str | None:
         """Why this pool can never serve `request`, or None."""
+        if not self.provider.launches_servers:
+            return _static_decline_reason(self.pool, request)
         if self.pool.max_servers is not None and self.pool.max_servers <= 0:
             return "pool is disabled by max-servers"
         total = Quota()
@@ -345,7 +355,10 @@ class PoolContext:
         return limit >= 0 and self.runner.active_launches + self.reserved_launches >= limit
 
     def free_oldest_unused(self) -> None:
-        """At quota: delete the oldest READY unallocated node of this pool (once in a while)."""
+        """At quota: delete the oldest READY unallocated node of this pool (once in a while).
+        Not in a static pool: its nodes are hosts, and every one of them is as good."""
+        if not self.provider.launches_servers:
+            return
         nodes = [n for n in self.zk.nodes() if self.owns(n)]
         if any(n.state is NodeState.DELETING for n in nodes):
             return  # room is coming
@@ -373,6 +386,19 @@ class PoolContext:
                 return
             finally:
                 self.zk.unlock_node(fresh)
+
+
+def _static_decline_reason(pool: PoolConfig, request: NodeRequest) -> str | None:
+    """A static pool can never serve more nodes of a label than its hosts have slots
+    (upstream would keep such a request waiting forever)."""
+    for label_name in set(request.node_types):
+        slots = sum(h.max_parallel_jobs for h in pool.nodes if label_name in h.labels)
+        wanted = request.node_types.count(label_name)
+        if slots == 0:
+            return f"label {label_name} is not served by this pool"
+        if wanted > slots:
+            return f"request wants {wanted} {label_name} nodes; this pool has {slots}"
+    return None
 
 
 def _node_cost(node: Node, ctx: PoolContext) -> Quota:

@@ -27,6 +27,7 @@ import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
 from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.drivers.static import StaticAdapter
 from nodepool_ng.events import LauncherEvents, start_launcher_events
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
@@ -35,6 +36,7 @@ from nodepool_ng.launcher.min_ready import MinReadyWorker
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.session import SessionAwarePoolWorker
+from nodepool_ng.launcher.static import StaticRegistrar
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
@@ -83,6 +85,7 @@ class _Provider:
     adapter: ProviderAdapter
     runner: ProviderRunner
     pools: dict[str, _Pool] = field(default_factory=dict)
+    registrar: StaticRegistrar | None = None  # static providers: keeps hosts registered
 
 
 class Launcher:
@@ -228,11 +231,11 @@ class Launcher:
         )
 
     def _start_provider(self, pcfg: ProviderConfig) -> None:
-        if pcfg.driver != "openstack":
+        if pcfg.driver not in ("openstack", "static"):
             log.error("Provider %s: driver %s is not supported; skipped", pcfg.name, pcfg.driver)
             return
         try:
-            adapter = self._adapter_factory(pcfg)
+            adapter = StaticAdapter() if pcfg.driver == "static" else self._adapter_factory(pcfg)
         except Exception as e:
             # Upstream skips a provider whose manager cannot start; others keep working.
             log.error("Provider %s could not start: %s", pcfg.name, e)
@@ -285,6 +288,10 @@ class Launcher:
             self.registry.register(component)
             provider.pools[pool_cfg.name] = _Pool(ctx, worker, component)
             worker.start()
+        if not pcfg.launches_servers:
+            provider.registrar = StaticRegistrar(
+                pcfg, self.zk, self.options.cleanup_interval, self._zk_paused)
+            provider.registrar.start()
         with self._lock:
             self.providers[pcfg.name] = provider
         log.info("Started provider %s", pcfg.name)
@@ -300,6 +307,9 @@ class Launcher:
             provider = self.providers.pop(name, None)
         if provider is None:
             return
+        if provider.registrar is not None:
+            provider.registrar.stop()
+            provider.registrar.join(10)
         for pool in provider.pools.values():
             pool.worker.stop()
         for pool in provider.pools.values():
@@ -428,6 +438,13 @@ class Launcher:
         self._wake_pools()
         self.deleter.wake()
         self.min_ready.wake()
+        if node is None:  # a static node's record gone: its host's slot is free again
+            for registrar in self._registrars():
+                registrar.wake()
+
+    def _registrars(self) -> list[StaticRegistrar]:
+        with self._lock:
+            return [p.registrar for p in self.providers.values() if p.registrar is not None]
 
     def _on_request(self, request_id: str, request: Any) -> None:
         self._wake_pools()
