@@ -322,7 +322,7 @@ class PoolContext:
     def decline_reason(self, request: NodeRequest) -> str | None:
         """Why this pool can never serve `request`, or None."""
         if not self.provider.launches_servers:
-            return _static_decline_reason(self.pool, request)
+            return static_decline_reason(self.pool, request)
         if self.pool.max_servers is not None and self.pool.max_servers <= 0:
             return "pool is disabled by max-servers"
         total = Quota()
@@ -388,17 +388,36 @@ class PoolContext:
                 self.zk.unlock_node(fresh)
 
 
-def _static_decline_reason(pool: PoolConfig, request: NodeRequest) -> str | None:
-    """A static pool can never serve more nodes of a label than its hosts have slots
-    (upstream would keep such a request waiting forever)."""
-    for label_name in set(request.node_types):
-        slots = sum(h.max_parallel_jobs for h in pool.nodes if label_name in h.labels)
-        wanted = request.node_types.count(label_name)
-        if slots == 0:
+def static_decline_reason(pool: PoolConfig, request: NodeRequest) -> str | None:
+    """Why a static pool can never serve `request` (upstream would keep such a request
+    waiting forever): a label none of its hosts has, or more nodes than its hosts' slots can
+    hold at once."""
+    for label_name in request.node_types:
+        if not any(label_name in h.labels for h in pool.nodes):
             return f"label {label_name} is not served by this pool"
-        if wanted > slots:
-            return f"request wants {wanted} {label_name} nodes; this pool has {slots}"
+    if not _slots_fit(list(request.node_types), pool.nodes):
+        return (f"request wants {len(request.node_types)} nodes {sorted(request.node_types)}; "
+                "this pool's hosts cannot hold them at once")
     return None
+
+
+def _slots_fit(labels: list[str], hosts: tuple[StaticNodeConfig, ...]) -> bool:
+    """Whether every wanted label gets a host slot of its own (bipartite matching with
+    augmenting paths; requests and pools are small)."""
+    slot_hosts = [h for h in hosts for _ in range(h.max_parallel_jobs)]
+    holder: list[int | None] = [None] * len(slot_hosts)  # per slot: the label it holds
+
+    def place(i: int, seen: set[int]) -> bool:
+        for s, host in enumerate(slot_hosts):
+            if labels[i] in host.labels and s not in seen:
+                seen.add(s)
+                held = holder[s]
+                if held is None or place(held, seen):
+                    holder[s] = i
+                    return True
+        return False
+
+    return all(place(i, set()) for i in range(len(labels)))
 
 
 def _node_cost(node: Node, ctx: PoolContext) -> Quota:
