@@ -35,6 +35,7 @@ from nodepool_ng.launcher.assignment import (
 )
 from nodepool_ng.launcher.handler import RequestHandler, Slot
 from nodepool_ng.launcher.poolctx import PoolContext
+from nodepool_ng.launcher.zkview import change_idle_node, mark_deleting
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
@@ -174,17 +175,8 @@ class PoolWorker(Worker):
         return alive
 
     def _deregister_dead(self, node_id: str) -> None:
-        node = self.ctx.zk.lock_fresh_node(node_id)
-        if node is None:
-            return
-        try:
-            if node.state is NodeState.READY and not node.allocated_to:
-                node.state = NodeState.DELETING
-                self.ctx.zk.store_node(node)
-                self.plog.warning("Static node %s (%s) is not reachable; deregistered",
-                                  node_id, node.hostname)
-        finally:
-            self.ctx.zk.unlock_node(node)
+        if change_idle_node(self.ctx.zk, node_id, mark_deleting) is not None:
+            self.plog.warning("Static node %s is not reachable; deregistered", node_id)
 
     def _unplan(self, plan: list[Slot | None]) -> None:
         self.ctx.unreserve(s for s in plan if isinstance(s, int))

@@ -33,7 +33,7 @@ from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.tenant_limits import TenantLimiter
-from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
 from nodepool_ng.model.request import NodeRequest
@@ -231,7 +231,7 @@ class PoolContext:
     def reserve(self, label_name: str) -> int | None:
         """Promise quota for one new `label_name` node to an accept running in the background;
         a token, or None when the pool has no room (the accept would pause)."""
-        if not self.provider.launches_servers or not self.has_room(label_name):
+        if not self.has_room(label_name):
             return None
         with self._lock:
             self._next_token += 1
@@ -340,6 +340,9 @@ class PoolContext:
         return None
 
     def has_room(self, label_name: str) -> bool:
+        """Room to launch another `label_name` node (never in a static pool)."""
+        if not self.provider.launches_servers:
+            return False
         nodes = self.zk.nodes()
         return q.has_remaining(
             self.label_cost(label_name),
@@ -373,19 +376,10 @@ class PoolContext:
             key=lambda n: n.state_time or 0.0,
         )
         for node in idle:
-            fresh = self.zk.lock_fresh_node(node.id or "")
-            if fresh is None:
-                continue
-            try:
-                if fresh.state is not NodeState.READY or fresh.allocated_to:
-                    continue
-                fresh.state = NodeState.DELETING
-                self.zk.store_node(fresh)
-                log.info("%s: at quota, deleting oldest unused node %s", self.pool_id, fresh.id)
+            if change_idle_node(self.zk, node.id or "", mark_deleting) is not None:
+                log.info("%s: at quota, deleting oldest unused node %s", self.pool_id, node.id)
                 self._last_free = time.monotonic()
                 return
-            finally:
-                self.zk.unlock_node(fresh)
 
 
 def static_decline_reason(pool: PoolConfig, request: NodeRequest) -> str | None:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nodepool_ng.config.models import PoolConfig, ProviderConfig, StaticNodeConfig
 from nodepool_ng.drivers import static as driver
-from nodepool_ng.launcher.zkview import LauncherZK
+from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.runtime.loop import Worker
@@ -227,35 +227,20 @@ class StaticRegistrar(Worker):
         checked: tuple[list[str], str | None, str | None],
     ) -> None:
         """Rewrite a READY node whose host's config changed (skipped if it is taken)."""
-        node = self.zk.lock_fresh_node(cached.id or "")
-        if node is None:
-            return
-        try:
-            if node.state is not NodeState.READY or node.allocated_to:
-                return
+        def rewrite(node: Node) -> None:
             node.pool = pool.name
             node.host_keys, node.public_ipv4, node.public_ipv6 = checked
             for name, value in node_fields(pool, host).items():
                 setattr(node, name, value)
-            self.zk.store_node(node)
+
+        if change_idle_node(self.zk, cached.id or "", rewrite) is not None:
             self.plog.info("Updated static node %s (node %s) from the config",
-                           driver.describe(host), node.id)
-        finally:
-            self.zk.unlock_node(node)
+                           driver.describe(host), cached.id)
 
     def _deregister(self, cached: Node) -> None:
         """A record without a slot: if it is READY and free, mark it `deleting` (the deleter
         removes it); otherwise it finishes its job first and is not replaced."""
         if cached.state is not NodeState.READY or cached.allocated_to:
             return
-        node = self.zk.lock_fresh_node(cached.id or "")
-        if node is None:
-            return
-        try:
-            if node.state is NodeState.READY and not node.allocated_to:
-                node.state = NodeState.DELETING
-                self.zk.store_node(node)
-                self.plog.info("Deregistered static node %s (node %s)",
-                               host_id(node), node.id)
-        finally:
-            self.zk.unlock_node(node)
+        if change_idle_node(self.zk, cached.id or "", mark_deleting) is not None:
+            self.plog.info("Deregistered static node %s (node %s)", host_id(cached), cached.id)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.launcher.assignment import PoolInfo
-from nodepool_ng.model.node import Node
+from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
@@ -96,6 +96,29 @@ class LauncherZK(Protocol):
     def ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
         """(upload znode path, cloud image id) of the newest READY upload, or None."""
         ...
+
+
+def change_idle_node(zk: LauncherZK, node_id: str,
+                     change: Callable[[Node], None]) -> Node | None:
+    """Lock the node; if it is still READY and unallocated, `change` it and store it.
+    Returns the stored node, or None (locked elsewhere, gone, or no longer idle). The lock
+    is released either way."""
+    node = zk.lock_fresh_node(node_id)
+    if node is None:
+        return None
+    try:
+        if node.state is not NodeState.READY or node.allocated_to:
+            return None
+        change(node)
+        zk.store_node(node)
+        return node
+    finally:
+        zk.unlock_node(node)
+
+
+def mark_deleting(node: Node) -> None:
+    """A `change_idle_node` change: the deleter removes the node (and its server, if any)."""
+    node.state = NodeState.DELETING
 
 
 class StoresView:

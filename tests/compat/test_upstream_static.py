@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from tests.compat.conftest import NODEPOOL11, TlsZooKeeper, require_venv
-from tests.fixtures.sshd import SshdServer
+from tests.fixtures.sshd import SshdServer, sshd  # noqa: F401 (fixture)
 from tests.launcher import harness as h
 
 pytestmark = pytest.mark.upstream
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.upstream
 PER_RECORD = {"created_time", "state_time", "id"}
 
 
-def static_config(path: Path, zk: TlsZooKeeper, chroot: str, sshd: SshdServer) -> Path:
+def static_config(path: Path, zk: TlsZooKeeper, chroot: str, host: SshdServer) -> Path:
     cfg = {
         **zk.config(chroot),
         "zookeeper-timeout": 10.0,
@@ -40,7 +39,7 @@ def static_config(path: Path, zk: TlsZooKeeper, chroot: str, sshd: SshdServer) -
                 # A list: given as one string "small big", upstream registers the node
                 # with type ["small big"], which no request for `small` matches (we split).
                 "nodes": [{"name": "127.0.0.1", "labels": ["small", "big"], "username": "ci",
-                           "connection-port": sshd.port, "max-parallel-jobs": 2,
+                           "connection-port": host.port, "max-parallel-jobs": 2,
                            "timeout": 5, "python-path": "/usr/bin/python3",
                            "shell-type": "bash"}],
             }],
@@ -48,16 +47,6 @@ def static_config(path: Path, zk: TlsZooKeeper, chroot: str, sshd: SshdServer) -
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    server = SshdServer(tmp_path / "sshd")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def ready_records(zk: TlsZooKeeper, chroot: str, count: int) -> list[dict[str, Any]]:
@@ -86,7 +75,7 @@ def fresh_chroot(zk: TlsZooKeeper) -> str:
 
 def test_static_nodes_match_upstream_field_by_field(
         tmp_path: Path, tls_zookeeper: TlsZooKeeper, tls_chroot: str,
-        sshd: SshdServer) -> None:
+        sshd: SshdServer) -> None:  # noqa: F811
     require_venv(NODEPOOL11, "upstream Nodepool 11", "nodepool-launcher")
     theirs_cfg = static_config(tmp_path / "upstream.yaml", tls_zookeeper, tls_chroot, sshd)
     log = tmp_path / "upstream-launcher.log"
@@ -123,7 +112,7 @@ def test_static_nodes_match_upstream_field_by_field(
 
 def test_upstream_cli_validates_and_lists_our_static_nodes(
         tmp_path: Path, tls_zookeeper: TlsZooKeeper, tls_chroot: str,
-        sshd: SshdServer) -> None:
+        sshd: SshdServer) -> None:  # noqa: F811
     require_venv(NODEPOOL11, "upstream Nodepool 11", "nodepool")
     cfg = static_config(tmp_path / "nodepool.yaml", tls_zookeeper, tls_chroot, sshd)
     cli = [str(NODEPOOL11 / "bin" / "nodepool"), "-c", str(cfg)]
