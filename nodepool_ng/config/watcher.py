@@ -1,7 +1,8 @@
 """Pick up config edits without a restart. Daemons call `check()` from their main loop.
 
 An edit that does not validate is logged (once) and ignored: the daemon keeps running on the
-last good config. Compare `old.providers[name] == new.providers[name]` to find what changed.
+last good config. So is an empty main file (a write in progress, almost always). Compare
+`old.providers[name] == new.providers[name]` to find what changed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class ConfigWatcher:
         if snapshot == self._seen:
             return None
         self._seen = snapshot
+        if snapshot[0] is not None and not snapshot[0].strip():
+            # An empty file would be a valid config with no providers, and applying it
+            # would stop every provider: far more likely a write caught between truncate
+            # and write (or a mistake) than a wish. `providers: []` says it on purpose.
+            log.error("Ignoring configuration change in %s: the file is empty", self.path)
+            return None
         try:
             config = load_config(self.path, self.secure_path, env=self.env)
         except ConfigError as exc:

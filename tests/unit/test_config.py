@@ -703,6 +703,20 @@ def test_watcher_ignores_invalid_edit(tmp_path: Path, caplog: pytest.LogCaptureF
     assert watcher.last_error is None
 
 
+def test_watcher_ignores_an_emptied_file(tmp_path: Path) -> None:
+    """A reload reading the file between truncate and write must not stop every provider."""
+    path = write(tmp_path / "nodepool.yaml", raw(FULL))
+    watcher = ConfigWatcher(path, env=NO_ENV)
+    good = watcher.load()
+    path.write_text("")
+    assert watcher.check() is None and watcher.config is good
+    data = raw(FULL)
+    data["providers"][1]["boot-timeout"] = 300
+    write(path, data)
+    changed = watcher.check()
+    assert changed is not None and changed.providers["cloud1"] == good.providers["cloud1"]
+
+
 def test_watcher_secure_file_change(tmp_path: Path) -> None:
     path = write(tmp_path / "nodepool.yaml", raw(MINIMAL))
     secure = write(tmp_path / "secure.yaml", "")
