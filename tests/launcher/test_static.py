@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
+from nodepool_ng.cmd.admin import main as admin_main
 from nodepool_ng.launcher.service import Launcher
 from tests.fixtures.ports import free_port
 from tests.fixtures.sshd import SshdServer
@@ -245,3 +246,28 @@ def test_unresolvable_name_is_reported_not_registered(
     h.wait_for("a pass", lambda: registrar.passes >= 1)
     assert ready_nodes(kazoo_client) == []
     assert any("cannot resolve" in r.getMessage() for r in caplog.records)
+
+
+def test_admin_cli_hold_and_delete_now_of_a_static_node(
+    env: StaticEnv, kazoo_client: KazooClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nodepool hold` keeps the host's slot taken; `nodepool delete --now` removes the
+    record without any cloud (the driver has none) and the host comes back READY."""
+    server = env.sshd()
+    env.start([static_provider(host(server, ["small"]))])
+    (node,) = h.wait_for("registered", lambda: ready_nodes(kazoo_client))
+    config = str(env.tmp_path / "nodepool.yaml")
+    assert admin_main(["-c", config, "hold", node["_id"]]) == 0
+    assert h.node(kazoo_client, node["_id"])["state"] == "hold"  # type: ignore[index]
+    assert env.launcher is not None
+    registrar = env.launcher.providers["static"].registrar
+    assert registrar is not None
+    passes = registrar.passes
+    registrar.wake()
+    h.wait_for("a registrar pass", lambda: registrar.passes > passes)
+    assert ready_nodes(kazoo_client) == []  # the held node keeps the slot
+    capsys.readouterr()
+    assert admin_main(["-c", config, "--json", "delete", "--now", node["_id"]]) == 0
+    assert "deleted" in capsys.readouterr().out
+    (again,) = h.wait_for("registered again", lambda: ready_nodes(kazoo_client))
+    assert again["_id"] != node["_id"] and h.node(kazoo_client, node["_id"]) is None
