@@ -132,11 +132,14 @@ class StaticRegistrar(Worker):
         return None
 
     def _forget_seen_registrations(self, cached_ids: set[str | None]) -> None:
-        """Our registrations the cache shows now count as nodes (a cache that lags for
-        longer than a pass interval is a broken one: then the slot is judged afresh)."""
+        """Our registrations the cache shows count as nodes from now on. One it does not
+        show may not have reached it yet, or may be gone already (used and deleted between
+        two passes): a direct read tells which. A cache lagging for longer than a pass
+        interval is a broken one: then the slot is judged afresh."""
         now = time.monotonic()
         for node_id, (_, _, when) in list(self._registered.items()):
-            if node_id in cached_ids or now - when > self.interval:
+            if node_id in cached_ids or now - when > self.interval \
+                    or self.zk.get_node(node_id) is None:
                 del self._registered[node_id]
 
     def on_stop(self) -> None:

@@ -14,7 +14,13 @@ import pytest
 from kazoo.client import KazooClient
 
 from nodepool_ng.cmd.admin import main as admin_main
+from nodepool_ng.config.build import build_provider
 from nodepool_ng.launcher.service import Launcher
+from nodepool_ng.launcher.static import StaticRegistrar
+from nodepool_ng.launcher.zkview import StoresView
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
 from tests.fixtures.ports import free_port
 from tests.fixtures.sshd import SshdServer
 from tests.fixtures.zookeeper import ZooKeeperChroot
@@ -271,3 +277,34 @@ def test_admin_cli_hold_and_delete_now_of_a_static_node(
     assert "deleted" in capsys.readouterr().out
     (again,) = h.wait_for("registered again", lambda: ready_nodes(kazoo_client))
     assert again["_id"] != node["_id"] and h.node(kazoo_client, node["_id"]) is None
+
+
+def test_registrar_refills_a_slot_whose_node_went_before_it_looked_again(
+    zk_chroot: ZooKeeperChroot, kazoo_client: KazooClient, tmp_path: Path
+) -> None:
+    """Passes driven by hand: a node registered, then used and deleted before the next pass
+    (the cache never showed it to the registrar) leaves its slot free, not "pending"."""
+    server = SshdServer(tmp_path / "sshd")
+    server.start()
+    client = ZooKeeperClient(zk_chroot.hosts, operation_timeout=5.0)
+    client.start(timeout=10)
+    nodes = NodeStore(client)
+    try:
+        assert nodes.start_cache(timeout=10)
+        view = StoresView(nodes, RequestStore(client), list)
+        provider = build_provider(static_provider(host(server, ["small"])))
+        registrar = StaticRegistrar(provider, view)
+        registrar.run_once()
+        (first,) = kazoo_client.get_children("/nodepool/nodes")
+        kazoo_client.delete(f"/nodepool/nodes/{first}", recursive=True)
+        h.wait_for("deletion cached", lambda: nodes.cached_node(first) is None)
+        registrar.run_once()
+        (second,) = h.wait_for("slot refilled", lambda: [
+            n for n in kazoo_client.get_children("/nodepool/nodes") if n != "lock"])
+        assert second != first
+        assert h.node(kazoo_client, second)["slot"] == 0  # type: ignore[index]
+        registrar.on_stop()
+    finally:
+        nodes.stop_cache()
+        client.stop()
+        server.stop()
