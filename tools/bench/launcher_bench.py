@@ -10,7 +10,7 @@ requests served by a node that was already READY when the request was written ("
 scenario b's goal), the p50 of request->`pending` ("accepted"), requests/s, CPU seconds of
 the launcher, simcloud and the bench client, and the launcher's RSS.
 
-    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d]
+    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d,r,s,sr]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from kazoo.recipe.lock import Lock
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.sshd import SshdServer  # noqa: E402
 from tests.fixtures.zookeeper import ZooKeeperServer  # noqa: E402
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -53,6 +54,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # Not a burst: one request at a time, each written once a ready node waits (goal (b)).
     "r": {"desc": "30 one-node requests one at a time, min-ready 2", "providers": 1,
           "max_servers": 50, "count": 30, "labels": ["a"], "min_ready": 2, "serial": True},
+    # The static driver: one real sshd host with 10 slots (host-key checking on: a TCP check
+    # before each hand-out, a key scan at each re-registration after a job).
+    "s": {"desc": "burst of 100 one-node requests, static host x 10 slots", "providers": 1,
+          "max_servers": 0, "count": 100, "labels": ["a"], "min_ready": 0, "static_slots": 10},
+    "sr": {"desc": "30 one-node requests one at a time, static host x 2 slots", "providers": 1,
+           "max_servers": 0, "count": 30, "labels": ["a"], "min_ready": 0, "static_slots": 2,
+           "serial": True},
 }
 
 
@@ -195,6 +203,14 @@ def run_scenario(
             for i in range(sc["providers"])
         ],
     }
+    sshd = None
+    if sc.get("static_slots"):
+        sshd = SshdServer(work / f"sshd-{name}")
+        sshd.start()
+        cfg["providers"] = [{"name": "static", "driver": "static", "pools": [{
+            "name": "main", "nodes": [{"name": sshd.host, "connection-port": sshd.port,
+                                       "labels": labels,
+                                       "max-parallel-jobs": sc["static_slots"]}]}]}]
     cfg_path = work / f"nodepool-{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     kz = KazooClient(hosts=f"127.0.0.1:{zk.port}")
@@ -219,7 +235,7 @@ def run_scenario(
             if time.monotonic() > deadline:
                 raise RuntimeError("launcher did not register")
             time.sleep(0.05)
-        if sc["min_ready"]:
+        if sc["min_ready"] or sc.get("static_slots"):
             deadline = time.monotonic() + 60
             while True:
                 ready = 0
@@ -230,7 +246,7 @@ def run_scenario(
                     except Exception:
                         continue
                     ready += d.get("state") == "ready" and not d.get("allocated_to")
-                if ready >= sc["min_ready"]:
+                if ready >= (sc["min_ready"] or sc.get("static_slots", 0)):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError("min-ready not reached")
@@ -340,6 +356,8 @@ def run_scenario(
         kz.stop()
         kz.close()
         _stop(sim)
+        if sshd is not None:
+            sshd.stop()
 
 
 def main() -> int:
