@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from nodepool_ng.config.models import PoolConfig, ProviderConfig, StaticNodeConfig
 from nodepool_ng.drivers import static as driver
@@ -158,9 +158,9 @@ class StaticRegistrar(Worker):
         involved = dict.fromkeys([hid for hid, _ in wanted] + [host_id(n) for n in stale])
         if self._checks is None:
             self._checks = ThreadPoolExecutor(CHECK_THREADS, f"static-{self.provider.name}")
-        checks = {hid: self._checks.submit(self._check, hosts[hid][1]) for hid in involved}
-        for hid, future in checks.items():
-            keys = future.result()
+        checks = {self._checks.submit(self._check, hosts[hid][1]): hid for hid in involved}
+        for future in as_completed(checks):  # a dead host does not hold up the others
+            hid, keys = checks[future], future.result()
             if keys is None or self.stopped:
                 continue
             pool, host = hosts[hid]

@@ -308,3 +308,17 @@ def test_registrar_refills_a_slot_whose_node_went_before_it_looked_again(
         nodes.stop_cache()
         client.stop()
         server.stop()
+
+
+def test_a_dead_host_does_not_hold_up_registering_the_others(
+    env: StaticEnv, kazoo_client: KazooClient
+) -> None:
+    dead_port = free_port("127.0.0.1")
+    alive = env.sshd()
+    env.start([static_provider(host(None, ["small"], port=dead_port, timeout=5),
+                               host(alive, ["small"]))])
+    assert env.launcher is not None
+    registrar = env.launcher.providers["static"].registrar
+    assert registrar is not None
+    h.wait_for("the live host", lambda: ready_nodes(kazoo_client, alive.port))
+    assert registrar.passes == 0  # registered while the pass still waits on the dead host
