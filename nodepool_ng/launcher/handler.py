@@ -238,6 +238,15 @@ class RequestHandler:
         self.ctx.zk.unlock_request(self.request)
         self.log.info("Declined (%s); request is %s", reason, self.request.state)
 
+    def give_back(self) -> None:
+        """Not now after all (no decline): free our nodes, the request back to `requested`."""
+        self._deallocate_ready()
+        self.request.nodes = []
+        self.request.state = RequestState.REQUESTED
+        self.ctx.zk.store_request(self.request)
+        self.ctx.zk.unlock_request(self.request)
+        self.log.info("Given back: a planned node was taken meanwhile")
+
     def _release_when_built(self) -> bool:
         if any(t.result is None for t in self.tasks.values()):
             return False  # let launches finish: the nodes serve later requests

@@ -132,6 +132,11 @@ class PoolWorker(Worker):
             try:
                 if not handler.start(plan):
                     return None
+                if handler.paused and not self.ctx.provider.launches_servers:
+                    # A planned static node was taken meanwhile: a static pool does not wait
+                    # paused (it would stop serving other labels); the request goes back.
+                    handler.give_back()
+                    return None
             except Exception as e:
                 handler.log.warning("Could not start handling, declining: %s", e)
                 self._decline_quietly(handler, str(e))

@@ -5,6 +5,7 @@ Hosts are sshd servers on loopback ports (a host is identified by name, user and
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.recipe.lock import Lock
 
 from nodepool_ng.cmd.admin import main as admin_main
 from nodepool_ng.config.build import build_provider
+from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.service import Launcher
 from nodepool_ng.launcher.static import StaticRegistrar
 from nodepool_ng.launcher.zkview import StoresView
@@ -322,3 +325,42 @@ def test_a_dead_host_does_not_hold_up_registering_the_others(
     assert registrar is not None
     h.wait_for("the live host", lambda: ready_nodes(kazoo_client, alive.port))
     assert registrar.passes == 0  # registered while the pass still waits on the dead host
+
+
+def test_planned_host_taken_meanwhile_gives_the_request_back(
+    env: StaticEnv, kazoo_client: KazooClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between planning and locking, someone locks the planned node: the request goes back
+    to `requested` (not a paused pool) and is served once the node is free."""
+    server = env.sshd()
+    locks: list[Lock] = []
+    original = PoolWorker._hosts_alive
+
+    def racing(self: PoolWorker, plan: list[Any]) -> bool:
+        if not locks:
+            for node_id in (s for s in plan if isinstance(s, str)):
+                lock = Lock(kazoo_client, f"/nodepool/nodes/{node_id}/lock")
+                assert lock.acquire(timeout=10)
+                locks.append(lock)
+        return original(self, plan)
+
+    monkeypatch.setattr(PoolWorker, "_hosts_alive", racing)
+    env.start([static_provider(host(server, ["small"]))])
+    h.wait_for("registered", lambda: ready_nodes(kazoo_client))
+    rid = h.submit_request(kazoo_client, ["small"])
+    states: list[str] = []
+
+    def seen(data: bytes | None, stat: Any) -> None:
+        if data is not None:
+            states.append(json.loads(data)["state"])
+
+    kazoo_client.DataWatch(f"/nodepool/requests/{rid}", seen)
+    h.wait_for("the race", lambda: locks)
+    # Accepted (pending), then given back (requested) rather than held by a paused pool.
+    h.wait_for("given back", lambda: "requested" in states[states.index("pending"):]
+               if "pending" in states else False)
+    pools = kazoo_client.get_children("/nodepool/components/pool")
+    assert not any(h.read(kazoo_client, f"/nodepool/components/pool/{p}")["paused"]
+                   for p in pools)
+    locks[0].release()
+    assert h.wait_request(kazoo_client, rid)["state"] == "fulfilled"
