@@ -1,4 +1,5 @@
-"""`nodepool-launcher -c FILE [-s SECURE] [-f] [-p PIDFILE] [-l LOGCONFIG] [--no-webapp]`.
+"""`nodepool-launcher -c FILE [-s SECURE] [-f] [-p PIDFILE] [-l LOGCONFIG] [--no-webapp]
+[--provider NAME ...]`.
 
 `-f` runs in the foreground; otherwise the process daemonizes (double fork, pidfile).
 SIGTERM/SIGINT stop cleanly; SIGUSR2 dumps every thread's stack to the log. openstacksdk
@@ -37,6 +38,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-l", dest="logconfig", default=None, help="logging config file")
     parser.add_argument("--no-webapp", action="store_true", help="do not start the webapp")
     parser.add_argument("--clouds-yaml", default=None, help="explicit clouds.yaml path")
+    parser.add_argument(
+        "--provider", dest="providers", action="append", metavar="NAME",
+        help="run only this provider of the config (repeatable); other launcher processes "
+        "run the others. Default: all providers",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,7 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nodepool_ng.launcher.service import Launcher, LauncherOptions
 
     try:
-        options = LauncherOptions(clouds_yaml=args.clouds_yaml)
+        options = LauncherOptions(
+            clouds_yaml=args.clouds_yaml,
+            providers=frozenset(args.providers) if args.providers else None,
+        )
         launcher = Launcher(args.config, args.secure, options)
     except NodepoolError as e:
         print(f"nodepool-launcher: {e}", file=sys.stderr)

@@ -28,6 +28,7 @@ from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
 from nodepool_ng.drivers.base import ProviderAdapter
 from nodepool_ng.drivers.static import StaticAdapter
+from nodepool_ng.errors import ConfigError
 from nodepool_ng.events import LauncherEvents, start_launcher_events
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
@@ -70,6 +71,10 @@ class LauncherOptions:
     stats_interval: float = 5.0
     cloud_quota_ttl: float = 5.0
     operation_timeout: float = 10.0
+    # Run only these providers of the config (None: all). Several launcher processes, each
+    # with its own providers, share one config and one ZooKeeper: one core each (see
+    # doc/launcher.md, "One process per provider").
+    providers: frozenset[str] | None = None
 
 
 @dataclass
@@ -99,6 +104,9 @@ class Launcher:
         self.options = options or LauncherOptions()
         self.watcher = ConfigWatcher(config_path, secure_path)
         self.config: Config = self.watcher.load()
+        unknown = sorted((self.options.providers or frozenset()) - set(self.config.providers))
+        if unknown:
+            raise ConfigError(f"providers {unknown} are not in {config_path}", "providers")
         self._adapter_factory = adapter_factory or self._openstack_adapter
         self.stats = LauncherStats()
         self.providers: dict[str, _Provider] = {}
@@ -176,7 +184,7 @@ class Launcher:
             hostname=self.options.hostname, version=nodepool_ng.__version__
         )
         self.registry.register(self.component)
-        for provider in cfg.providers.values():
+        for provider in self._mine(cfg).values():
             self._start_provider(provider)
         self._workers = [
             self.deleter,
@@ -338,16 +346,23 @@ class Launcher:
         with self._lock:
             old = self.config
             self.config = new
+            mine = self._mine(new)
             for name in list(self.providers):
-                if name not in new.providers or new.providers[name] != old.providers.get(name):
+                if name not in mine or mine[name] != old.providers.get(name):
                     self._stop_provider(name)
-            for name, pcfg in new.providers.items():
+            for name, pcfg in mine.items():
                 if name not in self.providers:
                     self._start_provider(pcfg)
             for provider in self.providers.values():
                 for pool in provider.pools.values():
                     pool.ctx.config = new
         self.min_ready.wake()
+
+    def _mine(self, config: Config) -> dict[str, ProviderConfig]:
+        """The providers of `config` this process runs (`LauncherOptions.providers`)."""
+        wanted = self.options.providers
+        return {name: p for name, p in config.providers.items()
+                if wanted is None or name in wanted}
 
     # -- views for the workers -------------------------------------------------------------
     def _zk_paused(self) -> bool:
