@@ -180,7 +180,7 @@ class Sampler(threading.Thread):
 
 def run_scenario(
     name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None,
-    debug: bool = False,
+    debug: bool = False, split: bool = False,
 ) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
     sim, clouds_yaml = start_simcloud(sc, work, name, debug)
@@ -220,13 +220,24 @@ def run_scenario(
     kz = KazooClient(hosts=f"127.0.0.1:{zk.port}{chroot}")
     kz.start()
     kz.ensure_path("/nodepool/requests")
-    log = open(work / f"launcher-{name}.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nodepool_ng.cmd.launcher", "-c", str(cfg_path), "-f",
-         "--no-webapp", "--clouds-yaml", str(clouds_yaml)] + (["-d"] if debug else []),
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
-    sampler = Sampler(proc.pid)
-    sampler.start()
+    # One launcher process, or with `split` one per provider (`--provider`), on one config.
+    selections = ([["--provider", p["name"]] for p in cfg["providers"]]
+                  if split else [[]])
+    procs: list[subprocess.Popen] = []
+    samplers: list[Sampler] = []
+    logs = []
+    for i, selection in enumerate(selections):
+        suffix = f"-{i}" if split else ""
+        log = open(work / f"launcher-{name}{suffix}.log", "wb")  # noqa: SIM115 - closed below
+        logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nodepool_ng.cmd.launcher", "-c", str(cfg_path), "-f",
+             "--no-webapp", "--clouds-yaml", str(clouds_yaml), *selection]
+            + (["-d"] if debug else []),
+            stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        procs.append(proc)
+        samplers.append(Sampler(proc.pid))
+        samplers[-1].start()
     spy = None
     try:
         deadline = time.monotonic() + 60
@@ -252,15 +263,16 @@ def run_scenario(
                     raise RuntimeError("min-ready not reached")
                 time.sleep(0.1)
         time.sleep(0.5)
-        idle_rss = sampler.proc.memory_info().rss
+        idle_rss = max(sm.proc.memory_info().rss for sm in samplers)  # per process
         if profile_dir:
             spy = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(procs[0].pid),
                  "-f", "raw", "-o", str(Path(profile_dir) / f"launcher-{name}.txt"),
                  # --gil: samples of the thread holding the GIL, i.e. where CPU goes
                  "--nonblocking", "--gil", "-r", "200"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = sampler.cpu()
+        cpu0 = sum(sm.cpu() for sm in samplers)
         sim_cpu0 = sum(sim_ps.cpu_times()[:2])
         me_cpu0 = sum(me.cpu_times()[:2])
         zk_cpu0 = sum(zk_ps.cpu_times()[:2])
@@ -326,7 +338,7 @@ def run_scenario(
                 if fut.result():
                     ready_latencies.append(latency)
         elapsed = time.monotonic() - start
-        cpu = sampler.cpu() - cpu0
+        cpu = sum(sm.cpu() for sm in samplers) - cpu0
         sim_cpu = sum(sim_ps.cpu_times()[:2]) - sim_cpu0
         me_cpu = sum(me.cpu_times()[:2]) - me_cpu0
         zk_cpu = sum(zk_ps.cpu_times()[:2]) - zk_cpu0
@@ -344,15 +356,20 @@ def run_scenario(
             "req_per_s": sc["count"] / elapsed, "cpu_s": cpu, "sim_cpu_s": sim_cpu,
             "bench_cpu_s": me_cpu, "zk_cpu_s": zk_cpu,
             "zk_per_request": zk_packets / sc["count"],
-            "idle_rss_mb": idle_rss / 2**20, "peak_rss_mb": sampler.peak / 2**20,
+            "idle_rss_mb": idle_rss / 2**20,
+            "peak_rss_mb": max(sm.peak for sm in samplers) / 2**20,
+            "launchers": len(procs),
         }
     finally:
-        sampler.stop_event.set()
+        for sm in samplers:
+            sm.stop_event.set()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        _stop(proc)
-        log.close()
+        for proc in procs:
+            _stop(proc)
+        for log in logs:
+            log.close()
         kz.stop()
         kz.close()
         _stop(sim)
@@ -367,6 +384,8 @@ def main() -> int:
                         help="record the launcher with py-spy (raw format) into DIR")
     parser.add_argument("--debug", action="store_true",
                         help="launcher debug log (a timeline; costs launcher CPU)")
+    parser.add_argument("--split", action="store_true",
+                        help="one launcher process per provider (--provider), not one in all")
     parser.add_argument("--workdir", metavar="DIR",
                         help="keep configs and logs (launcher-<scenario>.log) in DIR")
     args = parser.parse_args()
@@ -378,7 +397,8 @@ def main() -> int:
             work = Path(args.workdir or tmp)
             work.mkdir(parents=True, exist_ok=True)
             for name in args.scenarios.split(","):
-                res = run_scenario(name, SCENARIOS[name], zk, work, args.profile, args.debug)
+                res = run_scenario(name, SCENARIOS[name], zk, work, args.profile, args.debug,
+                                   args.split)
                 results.append(res)
                 ready = (f"ready p50 {res['ready_p50'] * 1000:.0f} ms "
                          f"({res['from_ready']} from a ready node), "
@@ -391,7 +411,9 @@ def main() -> int:
                       f"bench {res['bench_cpu_s']:.1f} zookeeper {res['zk_cpu_s']:.1f}, "
                       f"ZooKeeper requests per request {res['zk_per_request']:.0f}, "
                       f"idle RSS {res['idle_rss_mb']:.0f} MB, "
-                      f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+                      f"peak RSS {res['peak_rss_mb']:.0f} MB"
+                      + (f" (each of {res['launchers']} launcher processes)"
+                         if res["launchers"] > 1 else ""), flush=True)
     finally:
         zk.stop()
     return 0
