@@ -415,7 +415,7 @@ class Launcher:
         with self._lock:
             contexts = [pool.ctx for p in self.providers.values() for pool in p.pools.values()]
         for label in self.config.labels.values():
-            if label.min_ready <= 0:
+            if label.min_ready <= 0 or not self._keeps_min_ready(label.name):
                 continue
             for ctx in contexts:
                 pool_label = ctx.pool.label(label.name)
@@ -423,6 +423,30 @@ class Launcher:
                     wanted[label.name] = label.min_ready
                     break
         return wanted
+
+    def _keeps_min_ready(self, label: str) -> bool:
+        """With `--provider`, several processes share one config: the label's min-ready is
+        kept by the process running the first provider (by name) that can launch it now,
+        so they do not all ask for the same missing node at once."""
+        mine = self.options.providers
+        if mine is None:
+            return True
+        able = sorted(name for name, p in self.config.providers.items()
+                      if self._can_launch(p, label))
+        return bool(able) and able[0] in mine
+
+    def _can_launch(self, provider: ProviderConfig, label: str) -> bool:
+        """A pool of `provider` boots `label` and its image is there (any provider: the
+        config and the image records are shared)."""
+        for pool in provider.pools_for_label(label):
+            pool_label = pool.label(label)
+            if pool_label is None:
+                continue
+            if pool_label.cloud_image or (
+                    pool_label.diskimage
+                    and self._ready_upload(pool_label.diskimage, provider.name)):
+                return True
+        return False
 
     # -- ZooKeeper session ------------------------------------------------------------------
     def _on_zk_state(self, state: ConnectionState) -> None:

@@ -68,3 +68,33 @@ def test_unknown_provider_is_refused_at_start(env: Env, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "providers ['p9'] are not in" in proc.stderr
+
+
+def test_min_ready_is_kept_by_one_process_only(env: Env, kazoo_client: KazooClient) -> None:
+    """Both providers serve `small`: only the process running the first of them (by name)
+    asks for min-ready nodes, so they never both fill the same gap."""
+    env.clouds([{"name": "cloud1"}, {"name": "cloud2"}])
+    both = [h.provider("p1", "cloud1", labels=("small",)),
+            h.provider("p2", "cloud2", labels=("small",))]
+    labels = [{"name": "small", "min-ready": 2}]
+
+    def start_one(only: str) -> Launcher:
+        launcher = h.start_launcher(env.config(both, labels), env.clouds_yaml,
+                                    providers=frozenset({only}))
+        env.launchers.append(launcher)
+        return launcher
+
+    first, second = start_one("p1"), start_one("p2")
+    assert first._min_ready_wanted() == {"small": 2}
+    assert second._min_ready_wanted() == {}
+
+    def ready() -> list[dict]:
+        return [n for n in h.all_nodes(kazoo_client).values()
+                if n["state"] == "ready" and not n["allocated_to"]]
+
+    h.wait_for("min-ready reached", lambda: len(ready()) == 2)
+    passes = first.min_ready.passes
+    first.min_ready.wake()
+    second.min_ready.wake()
+    h.wait_for("another min-ready pass", lambda: first.min_ready.passes > passes)
+    assert len(ready()) == 2
