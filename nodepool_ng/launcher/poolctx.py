@@ -385,7 +385,10 @@ class PoolContext:
 def static_decline_reason(pool: PoolConfig, request: NodeRequest) -> str | None:
     """Why a static pool can never serve `request` (upstream would keep such a request
     waiting forever): a label none of its hosts has, or more nodes than its hosts' slots can
-    hold at once."""
+    hold at once. Or a request that does not take existing nodes (`reuse: false`, as
+    min-ready requests): a static pool has nothing else to give."""
+    if not request.reuse:
+        return "the request does not reuse nodes; a static pool only has registered ones"
     for label_name in request.node_types:
         if not any(label_name in h.labels for h in pool.nodes):
             return f"label {label_name} is not served by this pool"

@@ -64,3 +64,6 @@ def test_static_pool_declines_only_what_it_can_never_serve() -> None:
     assert reason("small", "small", "small", "big") == (
         f"request wants 4 nodes ['big', 'small', 'small', 'small']; {cannot}")
     assert reason("huge") == "label huge is not served by this pool"
+    no_reuse = NodeRequest(node_types=["small"], reuse=False)
+    assert static_decline_reason(pool(), no_reuse) == (
+        "the request does not reuse nodes; a static pool only has registered ones")
