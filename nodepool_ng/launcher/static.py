@@ -10,8 +10,8 @@ node records (the node cache) and, as upstream's static driver does:
 * deregisters (state `deleting`) READY unallocated nodes of hosts removed from the config or
   beyond a lowered `max-parallel-jobs`; nodes in use are left to finish and not replaced.
 
-Woken whenever a node changes (a freed slot is filled at once) and at `interval`. A host that
-fails its check is retried after `retry_after` seconds, not on every node change.
+Woken when a node record is removed (its slot is filled at once) and at `interval`. A host
+that fails its check is retried after `retry_after` seconds, not on every wake.
 """
 
 from __future__ import annotations
