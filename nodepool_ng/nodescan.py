@@ -100,6 +100,12 @@ def _tcp_probe(ip: str, port: int, timeout: float) -> None:
         sock.connect(addr)
 
 
+def wait_for_port(ip: str, port: int, timeout: float) -> None:
+    """Block until `ip:port` accepts a TCP connection (retrying refusals and timeouts);
+    NodeScanError once `timeout` seconds have passed."""
+    scan_host_keys(ip, port, timeout, connection_type="tcp")
+
+
 def scan_host_keys(
     ip: str,
     port: int = 22,

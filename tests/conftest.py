@@ -1,13 +1,16 @@
-"""Shared pytest fixtures: real ZooKeeper (one server per process, one chroot per test)."""
+"""Shared pytest fixtures: real ZooKeeper (one server per process, one chroot per test), and
+the launcher test environment."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
 
 from tests.fixtures.zookeeper import ZooKeeperChroot, ZooKeeperServer
+from tests.launcher.env import Env
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +43,14 @@ def kazoo_client(zk_chroot: ZooKeeperChroot) -> Iterator[KazooClient]:
     finally:
         client.stop()
         client.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
+    """simcloud (once `env.clouds(...)` is called) and in-process launchers, all stopped
+    after the test (tests/launcher/env.py)."""
+    e = Env(tmp_path, zk_chroot)
+    try:
+        yield e
+    finally:
+        e.stop()

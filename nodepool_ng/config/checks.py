@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nodepool_ng.config import inherit
+from nodepool_ng.config.build import static_node_labels
 
 Errors = list[tuple[str, str]]
 Raw = Mapping[str, Any]
@@ -144,7 +145,7 @@ def _check_static_node(
     path: str, node: Raw, labels: set[str], seen: dict[tuple[str, str, int], str]
 ) -> Errors:
     errors: Errors = []
-    names = node["labels"].split() if isinstance(node["labels"], str) else node["labels"]
+    names = static_node_labels(node)
     if not names:
         errors.append((f"{path}.labels", "a static node needs at least one label"))
     for name in names:

@@ -18,7 +18,7 @@ from nodepool_ng.config.models import StaticNodeConfig
 from nodepool_ng.drivers.base import Instance, LaunchSpec, Resource
 from nodepool_ng.errors import LaunchError, NodeScanError
 from nodepool_ng.model.quota import Quota
-from nodepool_ng.nodescan import SSH_CONNECTION_TYPES, scan_host_keys
+from nodepool_ng.nodescan import SSH_CONNECTION_TYPES, scan_host_keys, wait_for_port
 
 log = logging.getLogger("nodepool_ng.drivers.static")
 
@@ -120,7 +120,7 @@ def is_alive(host: StaticNodeConfig) -> bool:
     if not host.host_key_checking:
         return True
     try:
-        scan_host_keys(host.name, host.connection_port, float(host.timeout), "tcp")
+        wait_for_port(host.name, host.connection_port, float(host.timeout))
     except (NodeScanError, OSError) as e:
         log.warning("Static host %s is not reachable: %s", describe(host), e)
         return False

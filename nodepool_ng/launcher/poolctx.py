@@ -31,6 +31,7 @@ from nodepool_ng.drivers.base import (
 from nodepool_ng.launcher import quota as q
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
+from nodepool_ng.launcher.static import host_id
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.tenant_limits import TenantLimiter
 from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
@@ -99,10 +100,7 @@ class PoolContext:
 
     def static_host(self, node: Node) -> StaticNodeConfig | None:
         """The configured host behind a node of this (static) pool."""
-        for host in self.pool.nodes:
-            if host.identity == (node.hostname, node.username, node.connection_port):
-                return host
-        return None
+        return next((h for h in self.pool.nodes if h.identity == host_id(node)), None)
 
     # -- images and specs ------------------------------------------------------------------
     def image_for(self, label: PoolLabelConfig) -> ImageInfo | None:

@@ -411,29 +411,23 @@ class Launcher:
         return self.scanner.submit(host, port, timeout, connection_type)
 
     def _min_ready_wanted(self) -> dict[str, int]:
-        wanted: dict[str, int] = {}
+        """Labels whose min-ready this process keeps: one of its running providers can
+        launch the label now. With `--provider`, several processes share one config: only
+        the one running the first such provider (by name) keeps it, so they do not all ask
+        for the same missing node at once."""
         with self._lock:
-            contexts = [pool.ctx for p in self.providers.values() for pool in p.pools.values()]
+            running = set(self.providers)
+        wanted: dict[str, int] = {}
         for label in self.config.labels.values():
-            if label.min_ready <= 0 or not self._keeps_min_ready(label.name):
+            if label.min_ready <= 0:
                 continue
-            for ctx in contexts:
-                pool_label = ctx.pool.label(label.name)
-                if pool_label is not None and ctx.image_for(pool_label) is not None:
-                    wanted[label.name] = label.min_ready
-                    break
+            able = [name for name, p in sorted(self.config.providers.items())
+                    if self._can_launch(p, label.name)]
+            if self.options.providers is not None:
+                able = able[:1]
+            if any(name in running for name in able):
+                wanted[label.name] = label.min_ready
         return wanted
-
-    def _keeps_min_ready(self, label: str) -> bool:
-        """With `--provider`, several processes share one config: the label's min-ready is
-        kept by the process running the first provider (by name) that can launch it now,
-        so they do not all ask for the same missing node at once."""
-        mine = self.options.providers
-        if mine is None:
-            return True
-        able = sorted(name for name, p in self.config.providers.items()
-                      if self._can_launch(p, label))
-        return bool(able) and able[0] in mine
 
     def _can_launch(self, provider: ProviderConfig, label: str) -> bool:
         """A pool of `provider` boots `label` and its image is there (any provider: the

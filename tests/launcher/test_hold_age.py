@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from kazoo.client import KazooClient
 from kazoo.recipe.lock import Lock
@@ -19,20 +16,10 @@ from nodepool_ng.launcher.hold_age import expired_holds, hold_limit
 from nodepool_ng.launcher.service import Launcher
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.simcloud.service import SimCloudService
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env
 
 UNSET = object()
-
-
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
 
 
 def start(env: Env, max_hold_age: int | None = None) -> tuple[Launcher, SimCloudService]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +10,8 @@ from kazoo.client import KazooClient
 
 from tests.fixtures.sshd import SshdServer
 from tests.fixtures.statsd import StatsdServer, statsd_server  # noqa: F401 (fixture)
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env, first_address, random_cidr
-
-
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
 
 
 def scanning_provider(port: int, **extra: Any) -> dict[str, Any]:

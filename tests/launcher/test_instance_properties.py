@@ -6,26 +6,14 @@ that cannot be rendered is logged and left out; the launch goes on (as upstream)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import openstack.config
 import openstack.connection
 import pytest
 from kazoo.client import KazooClient
 
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env
-
-
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
 
 
 def connect(env: Env, cloud: str) -> openstack.connection.Connection:

@@ -20,15 +20,6 @@ from tests.launcher.env import Env
 from tests.zk.util import expire_session
 
 
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
-
-
 def components(kz: KazooClient, kind: str) -> list[str]:
     path = f"/nodepool/components/{kind}"
     return kz.get_children(path) if kz.exists(path) else []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,8 @@ from kazoo.client import KazooClient
 
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.launcher.service import Launcher
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env
-
-
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
 
 
 def start(env: Env, only: set[str], config: list[dict] | None = None) -> Launcher:

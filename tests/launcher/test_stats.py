@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from kazoo.client import KazooClient
 
 from tests.fixtures.statsd import StatsdServer, statsd_server  # noqa: F401 (fixture)
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env
-
-
-@pytest.fixture
-def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
-    e = Env(tmp_path, zk_chroot)
-    try:
-        yield e
-    finally:
-        e.stop()
 
 
 def test_launch_and_node_state_stats(
