@@ -90,14 +90,19 @@ class PoolWorker(Worker):
     def run_once(self) -> float | None:
         self._collect_starts()
         self._poll_handlers()
-        self._publish(self._pool_paused() or self._full)
+        self._publish(self._published_state())
         if not self.stopped:
             self._assign(self._pool_paused())
-        self._publish(self._pool_paused() or self._full)
+        self._publish(self._published_state())
         if not self._yielding:
             return None
         # Look again when the oldest yield runs out (no other pool took the request).
         return max(0.0, min(self._yielding.values()) + YIELD_AT_QUOTA_FOR - time.monotonic())
+
+    def _published_state(self) -> bool:
+        """`paused` as other pools see it: a paused handler, no room last pass, or a cloud
+        that takes no launches now (its requests should go elsewhere)."""
+        return self._pool_paused() or self._full or not self.ctx.runner.accepting
 
     def _pool_paused(self) -> bool:
         # A handler whose refill has every empty slot planned is as good as unpaused.

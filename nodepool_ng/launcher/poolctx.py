@@ -352,8 +352,9 @@ class PoolContext:
         )
 
     def at_concurrency_limit(self) -> bool:
+        in_flight = self.runner.active_launches + self.reserved_launches
         limit = self.provider.max_concurrency
-        return limit >= 0 and self.runner.active_launches + self.reserved_launches >= limit
+        return (limit >= 0 and in_flight >= limit) or not self.runner.launch_allowed(in_flight)
 
     def free_oldest_unused(self) -> None:
         """At quota: delete the oldest READY unallocated node of this pool (once in a while).

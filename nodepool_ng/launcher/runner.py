@@ -113,6 +113,8 @@ class ProviderRunner(Worker):
         self._count_lock = threading.Lock()
         self._active_launches = 0
         self._stores = ThreadPoolExecutor(STORE_THREADS, f"store-{provider_name}")
+        # Called when `accepting` or `launch_allowed` may have changed: the pools look again.
+        self.on_health_change: Callable[[], None] = lambda: None
         adapter.set_progress_listener(self.wake)
 
     # -- submitting work (any thread) ------------------------------------------------------
@@ -132,6 +134,16 @@ class ProviderRunner(Worker):
     def active_launches(self) -> int:
         with self._count_lock:
             return self._active_launches
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the cloud is taking launches at all; the pools publish `paused` while not,
+        so that requests go to other providers."""
+        return True
+
+    def launch_allowed(self, in_flight: int) -> bool:
+        """Whether a pool may start another launch with `in_flight` already under way."""
+        return True
 
     # -- the loop --------------------------------------------------------------------------
     def run_once(self) -> float | None:

@@ -258,6 +258,7 @@ class Launcher:
             self._zk_paused,
         )
         provider = _Provider(pcfg, adapter, runner)
+        runner.on_health_change = lambda: [p.worker.wake() for p in provider.pools.values()]
         runner.start()
         for pool_cfg in pcfg.pools:
             pool_id = (
