@@ -6,8 +6,6 @@ import datetime
 import uuid
 from typing import Any
 
-from keystoneauth1 import fixture
-
 from nodepool_ng.simcloud.http import ApiError, Request, Response, Service
 
 
@@ -25,6 +23,50 @@ def catalog_urls(base: str, state: Any) -> dict[str, tuple[str, str]]:
     if state.profile.image_upload == "task":
         urls["object-store"] = ("swift", f"{base}/object-store/v1/AUTH_{pid}")
     return urls
+
+
+def _iso(when: datetime.datetime) -> str:
+    """Keystone's timestamp format: UTC, microseconds, `Z`."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def token_body(
+    methods: list[str],
+    user: tuple[str, str],
+    project: tuple[str, str],
+    catalog: dict[str, tuple[str, str]],
+    region: str,
+    ttl: float,
+) -> dict[str, Any]:
+    """A keystone v3 token response body: `user`/`project` are (id, name) in the Default
+    domain, `catalog` is service type -> (name, URL) with public and internal endpoints.
+
+    Built by hand rather than with keystoneauth1.fixture, which needs the test-only
+    `fixtures` package: simcloud must run from a plain `pip install`.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    domain = {"id": "default", "name": "Default"}
+    services = []
+    for stype, (sname, url) in catalog.items():
+        endpoints = [
+            {"id": uuid.uuid4().hex, "interface": interface, "url": url,
+             "region": region, "region_id": region}
+            for interface in ("public", "internal")
+        ]
+        services.append({"type": stype, "id": uuid.uuid4().hex, "name": sname,
+                         "endpoints": endpoints})
+    return {
+        "token": {
+            "methods": list(methods),
+            "user": {"id": user[0], "name": user[1], "domain": dict(domain)},
+            "audit_ids": [uuid.uuid4().hex],
+            "issued_at": _iso(now),
+            "expires_at": _iso(now + datetime.timedelta(seconds=ttl)),
+            "project": {"id": project[0], "name": project[1], "domain": dict(domain)},
+            "roles": [{"id": uuid.uuid4().hex, "name": "member"}],
+            "catalog": services,
+        }
+    }
 
 
 class IdentityService(Service):
@@ -89,18 +131,14 @@ class IdentityService(Service):
     def _token_body(self, req: Request, methods: list[str]) -> dict[str, Any]:
         state = req.state
         prof = state.profile
-        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=prof.token_ttl)
-        token = fixture.V3Token(
-            expires=expires.replace(tzinfo=None), user_id=state.user_id, user_name=prof.username,
-            user_domain_id="default", user_domain_name="Default", methods=methods,
-            project_id=state.project_id, project_name=prof.project,
-            project_domain_id="default", project_domain_name="Default",
+        return token_body(
+            methods=methods,
+            user=(state.user_id, prof.username),
+            project=(state.project_id, prof.project),
+            catalog=catalog_urls(req.base_url, state),
+            region=prof.region,
+            ttl=prof.token_ttl,
         )
-        token.add_role(name="member")
-        for stype, (sname, url) in catalog_urls(req.base_url, state).items():
-            svc = token.add_service(stype, name=sname)
-            svc.add_standard_endpoints(public=url, internal=url, region=prof.region)
-        return dict(token)
 
     def validate_token(self, req: Request) -> Response:
         if req.state.check_token(req.headers.get("x-auth-token")) is None:
