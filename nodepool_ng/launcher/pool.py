@@ -266,8 +266,15 @@ class PoolWorker(Worker):
                 self.plog.warning("Could not update pool component: %s", e)
 
     # -- assignment ------------------------------------------------------------------------
+    def _fail_malformed(self) -> None:
+        """Answer requests whose fields are malformed (every pool may; the lock picks one)."""
+        for request_id, reason in self.ctx.zk.malformed_requests().items():
+            if self.ctx.zk.fail_malformed_request(request_id, reason):
+                self.plog.warning("Failed malformed request %s: %s", request_id, reason)
+
     def _assign(self, paused: bool) -> None:
         ctx = self.ctx
+        self._fail_malformed()
         me = ctx.info(paused)
         active = {h.id for h in self.handlers} | set(self._starting)
         open_requests = {

@@ -258,7 +258,7 @@ class Launcher:
             self._zk_paused,
         )
         provider = _Provider(pcfg, adapter, runner)
-        runner.on_health_change = lambda: [p.worker.wake() for p in provider.pools.values()]
+        runner.on_health_change = lambda: self._wake_pools_of(provider)
         runner.start()
         for pool_cfg in pcfg.pools:
             pool_id = (
@@ -464,6 +464,11 @@ class Launcher:
             worker.on_session_lost()
 
     # -- watches ---------------------------------------------------------------------------
+    @staticmethod
+    def _wake_pools_of(provider: _Provider) -> None:
+        for pool in provider.pools.values():
+            pool.worker.wake()
+
     def _wake_pools(self) -> None:
         for worker in self._pool_workers():
             worker.wake()

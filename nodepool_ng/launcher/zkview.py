@@ -13,7 +13,7 @@ from typing import Protocol
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.model.node import Node, NodeState
-from nodepool_ng.model.request import NodeRequest
+from nodepool_ng.model.request import NodeRequest, RequestState
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 
@@ -65,6 +65,14 @@ class LauncherZK(Protocol):
         ...
 
     def request_cached(self, request_id: str) -> NodeRequest | None: ...
+
+    def malformed_requests(self) -> dict[str, str]:
+        """`requested` requests whose fields are malformed (cached): id -> what is wrong."""
+        ...
+
+    def fail_malformed_request(self, request_id: str, reason: str) -> bool:
+        """Fail such a request with `failure_reason`, its other fields untouched."""
+        ...
 
     def get_request(self, request_id: str) -> NodeRequest | None:
         """Fresh read; None if gone."""
@@ -191,6 +199,13 @@ class StoresView:
 
     def request_cached(self, request_id: str) -> NodeRequest | None:
         return self.request_store.cached_request(request_id)
+
+    def malformed_requests(self) -> dict[str, str]:
+        return {rid: str(e) for rid, e in self.request_store.malformed().items()
+                if e.raw.get("state") == RequestState.REQUESTED}
+
+    def fail_malformed_request(self, request_id: str, reason: str) -> bool:
+        return self.request_store.fail_malformed(request_id, reason)
 
     def get_request(self, request_id: str) -> NodeRequest | None:
         try:

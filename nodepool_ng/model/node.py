@@ -89,6 +89,12 @@ NODE_KEYS = (
 )
 
 
+# `type` may be an old single string; `hold_expiration` is coerced as upstream does.
+_CHECKED_KEYS = tuple(k for k in NODE_KEYS if k not in ("type", "hold_expiration"))
+# Quota arithmetic sums `resources`: numbers only.
+_STRICTER: dict[str, Any] = {"resources": dict[str, float] | None}
+
+
 def _as_list(value: Any) -> list[str]:
     # Old records stored `type` as a single string.
     if not value:
@@ -201,8 +207,11 @@ class Node(Record):
 
     @classmethod
     def from_dict(cls, node_id: str | None, data: dict[str, Any]) -> Node:
-        """Build a Node from its JSON object; unknown keys (e.g. Zuul's `id`) go to `extra`."""
+        """Build a Node from its JSON object; unknown keys (e.g. Zuul's `id`) go to `extra`.
+        A field of the wrong type raises MalformedRecord naming it."""
         what = f"node {node_id}"
+        cls.check_types(data, _CHECKED_KEYS, what, _STRICTER)
+        cls.check_types({"type": _as_list(data.get("type"))}, ("type",), what)
         return cls(
             id=node_id,
             state=cls._coerce_state_for(data.get("state"), what),

@@ -112,11 +112,14 @@ class NodeRequest(Record):
 
     @classmethod
     def from_dict(cls, request_id: str | None, data: dict[str, Any]) -> NodeRequest:
-        """Build from JSON; Zuul omits `reuse`, `declined_by`, `nodes`: upstream defaults."""
+        """Build from JSON; Zuul omits `reuse`, `declined_by`, `nodes`: upstream defaults.
+        A field of the wrong type raises MalformedRecord naming it (a request for the labels
+        "s", "m", "a", "l", "l" is worse than none)."""
         try:
             state = cls._coerce_state(data.get("state"))
         except ValueError as e:
             raise ValueError(f"request {request_id}: {e}") from None
+        cls.check_types(data, REQUEST_KEYS, f"request {request_id}")
         return cls(
             id=request_id,
             state=state,

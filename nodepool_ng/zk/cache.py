@@ -45,6 +45,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType
 
 from nodepool_ng.errors import ZooKeeperError
+from nodepool_ng.model.record import MalformedRecord
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.watch import add_watch_async
 
@@ -411,6 +412,8 @@ class RecordCache(Generic[T]):
         self._decode = decode
         self._on_record = on_record
         self._records: dict[str, T] = {}
+        # Records whose JSON decodes but whose fields are wrong, so a caller can act on them.
+        self._malformed: dict[str, MalformedRecord] = {}
         self._contenders: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str, T | None], None]] = []
@@ -459,6 +462,11 @@ class RecordCache(Generic[T]):
         with self._lock:
             return len(self._records)
 
+    def malformed(self) -> dict[str, MalformedRecord]:
+        """Records left out of the copy because a field has the wrong type: id -> error."""
+        with self._lock:
+            return dict(self._malformed)
+
     def contenders(self, record_id: str) -> frozenset[str]:
         """Cached lock contender names of a record (non-empty: probably locked)."""
         with self._lock:
@@ -485,16 +493,23 @@ class RecordCache(Generic[T]):
             elif event.kind == "removed":
                 record = None
                 self._records.pop(record_id, None)
+                self._malformed.pop(record_id, None)
                 self._contenders.pop(record_id, None)
             else:
+                self._malformed.pop(record_id, None)
                 try:
                     record = self._decode(record_id, event.data)
                 except ValueError as e:
+                    # Out of the copy (a record that turned bad too): nothing may act on it
+                    # as a record; a malformed one is listed for whoever must answer it.
                     log.warning("ignoring unreadable record %s: %s", event.path, e)
-                    return
+                    record = None
+                    if isinstance(e, MalformedRecord):
+                        self._malformed[record_id] = e
                 if record is None:
-                    # Not a record (e.g. a bare parent znode): keep it out of the copy.
-                    if self._records.pop(record_id, None) is None:
+                    # Not a record (a bare parent znode, unreadable data): out of the copy.
+                    known = self._records.pop(record_id, None) is not None
+                    if not known and record_id not in self._malformed:
                         return
                 else:
                     if self._on_record is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -9,17 +10,19 @@ import uuid
 from kazoo.exceptions import BadVersionError, NotEmptyError
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
-from nodepool_ng.model.request import DEFAULT_PRIORITY, NodeRequest, format_priority
+from nodepool_ng.model.record import MalformedRecord
+from nodepool_ng.model.request import (
+    DEFAULT_PRIORITY,
+    NodeRequest,
+    RequestState,
+    format_priority,
+    is_request_id,
+)
 from nodepool_ng.zk import locks, paths
 from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.requests")
-
-
-def _parse(path: str) -> tuple[str, str | None] | None:
-    request_id = paths.parse_request_path(path)
-    return None if request_id is None else (request_id, None)
 
 
 def _stamp(request: NodeRequest, version: int | None, contenders: frozenset[str]) -> None:
@@ -31,9 +34,59 @@ class RequestStore(CachedStore[NodeRequest]):
     """Submit, read, write, lock and delete node requests; cached sorted iteration."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
+        self._bad_names: set[str] = set()  # warned about once each
         super().__init__(client, RecordCache(
-            client, paths.REQUESTS_ROOT, _parse, NodeRequest.from_json, _stamp
+            client, paths.REQUESTS_ROOT, self._parse, NodeRequest.from_json, _stamp
         ))
+
+    def _parse(self, path: str) -> tuple[str, str | None] | None:
+        """A request znode's id; None (one warning) for a name that is no request id:
+        nobody can order or serve such a request, and it must not trip those who try."""
+        request_id = paths.parse_request_path(path)
+        if request_id is None:
+            return None
+        if not is_request_id(request_id):
+            if request_id not in self._bad_names:
+                self._bad_names.add(request_id)
+                log.warning("ignoring %s: the name is not '<3-char priority>-<sequence>'", path)
+            return None
+        return request_id, None
+
+    def malformed(self) -> dict[str, MalformedRecord]:
+        """Cached requests left out because a field has the wrong type: id -> error."""
+        return self.cache.malformed()
+
+    def fail_malformed(self, request_id: str, reason: str) -> bool:
+        """Fail a `requested` request whose fields are malformed, under its lock, with
+        `failure_reason`; every field its requester wrote stays as written. False when it
+        is locked elsewhere, gone, no longer malformed or no longer `requested`."""
+        holder = NodeRequest(id=request_id)
+        try:
+            self.lock(holder)
+        except LockError:
+            return False
+        try:
+            path = paths.request_path(request_id)
+            data, stat = self.client.get(path, what=f"request {request_id}")
+            try:
+                NodeRequest.from_json(request_id, data)
+                return False  # mended meanwhile: an ordinary request now
+            except MalformedRecord as e:
+                raw = e.raw
+            except ValueError:
+                return False
+            if raw.get("state") != RequestState.REQUESTED:
+                return False
+            raw.update(state=RequestState.FAILED.value, state_time=time.time(),
+                       failure_reason=reason)
+            body = json.dumps(raw).encode()
+            self._write_through(path, body, lambda: self.client.set(
+                path, body, stat.version, what=f"request {request_id}"))
+            return True
+        except (RecordNotFound, BadVersionError):
+            return False
+        finally:
+            self.unlock(holder)
 
     # -- cache -------------------------------------------------------------------------------
     def cached_requests(self) -> list[NodeRequest]:
