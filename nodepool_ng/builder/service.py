@@ -109,6 +109,8 @@ class Builder:
         self.scheduler: BackgroundScheduler | None = None
         self._stopped = threading.Event()
         self._watched_images: set[str] = set()
+        # The scheduler's periodic check and a SIGHUP's check run one at a time.
+        self._config_check_lock = threading.Lock()
         self.events: BuilderEvents | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -287,13 +289,24 @@ class Builder:
             self._watched_images.add(name)
 
     # -- config ----------------------------------------------------------------------------
+    def reload_config(self) -> None:
+        """Check the config files now (SIGHUP). In a thread of its own: a signal handler
+        runs in the main thread and must not do the work itself."""
+        threading.Thread(target=self.check_config, name="ConfigReload", daemon=True).start()
+
     def check_config(self) -> None:
+        with self._config_check_lock:
+            self._check_config()
+
+    def _check_config(self) -> None:
+        if self.ctx is None:
+            return  # not started: start() loads the files itself; leave the change to it
         try:
             config = self.watcher.check()
         except Exception:
             log.exception("Config reload failed")
             return
-        if config is None or self.ctx is None:
+        if config is None:
             return
         adapters = self._update_adapters(config)
         removed, self._removed = self._removed, {}

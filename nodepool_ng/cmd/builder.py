@@ -4,7 +4,8 @@
                      [--build-workers N] [--upload-workers M]
 
 Without `-f` it detaches (double fork) after the config loaded. SIGTERM/SIGINT stop it cleanly;
-SIGUSR2 dumps thread stacks. Errors are one line on stderr with exit status 1.
+SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2 dumps thread stacks. Errors are
+one line on stderr with exit status 1.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--upload-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--cleanup-interval", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--config-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--upload-retry-base", type=float, default=2.0, help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"nodepool_ng {__version__}")
     return p
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_interval=args.build_interval,
         upload_interval=args.upload_interval,
         cleanup_interval=args.cleanup_interval,
+        config_interval=args.config_interval,
         upload_retry_base=args.upload_retry_base,
     )
     try:
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pidfile:
         with open(args.pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
-    install_signal_handlers(builder.stop)
+    install_signal_handlers(builder.stop, reload=builder.reload_config)
     try:
         builder.start()
     except NodepoolError as e:

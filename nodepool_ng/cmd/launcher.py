@@ -2,8 +2,9 @@
 [--provider NAME ...]`.
 
 `-f` runs in the foreground; otherwise the process daemonizes (double fork, pidfile).
-SIGTERM/SIGINT stop cleanly; SIGUSR2 dumps every thread's stack to the log. openstacksdk
-finds clouds.yaml as usual (e.g. env OS_CLIENT_CONFIG_FILE), or pass `--clouds-yaml`.
+SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2
+dumps every thread's stack to the log. openstacksdk finds clouds.yaml as usual (e.g. env
+OS_CLIENT_CONFIG_FILE), or pass `--clouds-yaml`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run only this provider of the config (repeatable); other launcher processes "
         "run the others. Default: all providers",
     )
+    # Seconds between config file checks (SIGHUP checks at once); tests lengthen it.
+    parser.add_argument("--config-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -90,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = LauncherOptions(
             clouds_yaml=args.clouds_yaml,
             providers=frozenset(args.providers) if args.providers else None,
+            config_interval=args.config_interval,
         )
         launcher = Launcher(args.config, args.secure, options)
     except NodepoolError as e:
@@ -102,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         daemonize(args.pidfile)
     write_pidfile(args.pidfile)
     setup_logging(args)
-    install_signal_handlers(launcher.stop)
+    install_signal_handlers(launcher.stop, reload=lambda: _check_config_now(launcher))
     # Every ZooKeeper reply is handed from kazoo's reader thread to a waiting worker; with
     # the default 5 ms switch interval, busy API threads make each hand-over (and so each
     # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
@@ -131,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError:
                 pass
     return 0
+
+
+def _check_config_now(launcher: Launcher) -> None:
+    """SIGHUP: wake the config worker. Before start() there is none yet, and its first pass
+    checks the files anyway."""
+    worker = getattr(launcher, "config_worker", None)
+    if worker is not None:
+        worker.wake()
 
 
 def _start_webapp(launcher: Launcher) -> WebApp | None:
