@@ -164,7 +164,7 @@ class RequestHandler:
         node.created_time = node.state_time
         self.ctx.zk.create_node(node)
         assert node.id is not None
-        self.ctx.note_created(node.id, cost, token)
+        self.ctx.ledger.note_created(node.id, cost, token)
         node.state = NodeState.BUILDING
         node.hostname = f"np{node.id}"
         try:

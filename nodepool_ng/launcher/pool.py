@@ -189,8 +189,8 @@ class PoolWorker(Worker):
             self.plog.warning("Static node %s is not reachable; deregistered", node_id)
 
     def _unplan(self, plan: list[Slot | None]) -> None:
-        self.ctx.unreserve(s for s in plan if isinstance(s, int))
-        self.ctx.unclaim(s for s in plan if isinstance(s, str))
+        self.ctx.ledger.unreserve(s for s in plan if isinstance(s, int))
+        self.ctx.ledger.unclaim(s for s in plan if isinstance(s, str))
 
     def _start_refill(self, handler: RequestHandler) -> bool:
         """A paused handler with room again fills what fits in the background; False when
@@ -220,7 +220,7 @@ class PoolWorker(Worker):
              if n.id and ctx.owns(n) and n.state is NodeState.READY and not n.allocated_to
              and label in n.type and not ctx.zk.node_locked(n)),
         )
-        return next((nid for nid in candidates if ctx.claim_ready(nid)), None)
+        return next((nid for nid in candidates if ctx.ledger.claim(nid)), None)
 
     # -- handlers --------------------------------------------------------------------------
     def _poll_handlers(self) -> None:

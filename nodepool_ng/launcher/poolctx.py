@@ -30,6 +30,7 @@ from nodepool_ng.drivers.base import (
 )
 from nodepool_ng.launcher import quota as q
 from nodepool_ng.launcher.assignment import PoolInfo
+from nodepool_ng.launcher.ledger import PoolLedger
 from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
 from nodepool_ng.launcher.static import host_id
 from nodepool_ng.launcher.stats import LauncherStats
@@ -71,13 +72,8 @@ class PoolContext:
     stats: LauncherStats = field(default_factory=LauncherStats)
     cloud_quota_ttl: float = CLOUD_QUOTA_TTL
     tenants: TenantLimiter = field(default_factory=TenantLimiter)  # tenant-resource-limits
-    # Nodes this pool created that the node cache may not show yet: id -> cost.
-    _created: dict[str, Quota] = field(default_factory=dict)
-    # Quota promised to accepts still running in the background: token -> cost.
-    _reserved: dict[int, Quota] = field(default_factory=dict)
-    _next_token: int = 0
-    # Ready nodes promised to accepts still running in the background.
-    _claimed: set[str] = field(default_factory=set)
+    # What this pool promised that the node cache does not show yet.
+    ledger: PoolLedger = field(default_factory=PoolLedger)
     _label_costs: dict[str, Quota] = field(default_factory=dict)
     _cloud: tuple[float, Quota] | None = None
     _last_free: float = 0.0
@@ -218,46 +214,12 @@ class PoolContext:
             self._label_costs[label_name] = cost
         return cost
 
-    def note_created(self, node_id: str, cost: Quota, token: int | None = None) -> None:
-        """Count a node we just created (until the cache shows it); its reservation, if any,
-        becomes the node's cost in one step, so the quota never counts it twice or not at all."""
-        with self._lock:
-            self._created[node_id] = cost
-            if token is not None:
-                self._reserved.pop(token, None)
-
     def reserve(self, label_name: str) -> int | None:
         """Promise quota for one new `label_name` node to an accept running in the background;
         a token, or None when the pool has no room (the accept would pause)."""
         if not self.has_room(label_name):
             return None
-        with self._lock:
-            self._next_token += 1
-            self._reserved[self._next_token] = self.label_cost(label_name)
-            return self._next_token
-
-    def unreserve(self, tokens: Iterable[int]) -> None:
-        """Give back reservations that did not become nodes (no-op for those that did)."""
-        with self._lock:
-            for token in tokens:
-                self._reserved.pop(token, None)
-
-    def claim_ready(self, node_id: str) -> bool:
-        """Promise a cached READY node to one background accept; False if already promised."""
-        with self._lock:
-            if node_id in self._claimed:
-                return False
-            self._claimed.add(node_id)
-            return True
-
-    def unclaim(self, node_ids: Iterable[str]) -> None:
-        with self._lock:
-            self._claimed.difference_update(node_ids)
-
-    @property
-    def reserved_launches(self) -> int:
-        with self._lock:
-            return len(self._reserved)
+        return self.ledger.reserve(self.label_cost(label_name))
 
     def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
         seen: set[str] = set()
@@ -270,11 +232,7 @@ class PoolContext:
             if pool_only and node.pool != self.pool.name:
                 continue
             costs.append(_node_cost(node, self))
-        with self._lock:
-            for node_id in [n for n in self._created if n in seen]:
-                del self._created[node_id]  # the cache counts it now
-            costs.extend(self._created.values())
-            costs.extend(self._reserved.values())
+        costs.extend(self.ledger.pending_costs(seen))
         return Quota.total(costs)
 
     def cloud_limit(self) -> Quota:
@@ -352,7 +310,7 @@ class PoolContext:
         )
 
     def at_concurrency_limit(self) -> bool:
-        in_flight = self.runner.active_launches + self.reserved_launches
+        in_flight = self.runner.active_launches + self.ledger.reservations
         limit = self.provider.max_concurrency
         return (limit >= 0 and in_flight >= limit) or not self.runner.launch_allowed(in_flight)
 

@@ -474,6 +474,8 @@ class Launcher:
             worker.wake()
 
     def _on_node(self, node_id: str, node: Any) -> None:
+        for worker in self._pool_workers():
+            worker.ctx.ledger.node_seen(node_id)  # the cache accounts for it from now on
         self._wake_pools()
         self.deleter.wake()
         self.min_ready.wake()

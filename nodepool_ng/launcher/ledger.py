@@ -1,0 +1,85 @@
+"""`PoolLedger`: what one pool has promised that the node cache does not show yet.
+
+The pool worker decides in order and runs the ZooKeeper I/O of its accepts in the
+background, so between a decision and the node cache showing its result the pool's usage
+must still count it. The ledger alone keeps those promises, under one lock:
+
+- a *reservation*: quota promised to one slot of an accept still running (a token);
+- a *created node*: a node we created that the cache may not have shown yet (its cost);
+- a *claim*: a cached READY node promised to one accept, so no other accept takes it.
+
+A reservation becomes its node's cost in one step (`note_created`), so quota is never
+counted twice or not at all. A created node leaves the ledger at the first cache event about
+it (`node_seen`: shown, changed or already gone), so the ledger converges to the nodes that
+exist whatever their timing: a node created and deleted between two planning passes gives
+its slot back as well.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable
+
+from nodepool_ng.model.quota import Quota
+
+
+class PoolLedger:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved: dict[int, Quota] = {}
+        self._next_token = 0
+        self._created: dict[str, Quota] = {}
+        self._claimed: set[str] = set()
+
+    # -- quota -----------------------------------------------------------------------------
+    def reserve(self, cost: Quota) -> int:
+        """Promise `cost` to one slot of an accept running in the background; a token."""
+        with self._lock:
+            self._next_token += 1
+            self._reserved[self._next_token] = cost
+            return self._next_token
+
+    def unreserve(self, tokens: Iterable[int]) -> None:
+        """Give back reservations that did not become nodes (no-op for those that did)."""
+        with self._lock:
+            for token in tokens:
+                self._reserved.pop(token, None)
+
+    def note_created(self, node_id: str, cost: Quota, token: int | None = None) -> None:
+        """A node we just created counts with `cost` until the cache has told us about it;
+        its reservation, if any, ends in the same step."""
+        with self._lock:
+            self._created[node_id] = cost
+            if token is not None:
+                self._reserved.pop(token, None)
+
+    def node_seen(self, node_id: str) -> None:
+        """The node cache reported `node_id` (present, changed or removed): from now on
+        the cache alone accounts for it."""
+        with self._lock:
+            self._created.pop(node_id, None)
+
+    def pending_costs(self, cached_ids: Collection[str]) -> list[Quota]:
+        """Costs of promises the cache does not show: reservations, and created nodes not
+        in `cached_ids` (a node the cache already shows is counted there, not twice)."""
+        with self._lock:
+            created = [c for nid, c in self._created.items() if nid not in cached_ids]
+            return created + list(self._reserved.values())
+
+    @property
+    def reservations(self) -> int:
+        with self._lock:
+            return len(self._reserved)
+
+    # -- ready nodes -----------------------------------------------------------------------
+    def claim(self, node_id: str) -> bool:
+        """Promise a cached READY node to one accept; False if already promised."""
+        with self._lock:
+            if node_id in self._claimed:
+                return False
+            self._claimed.add(node_id)
+            return True
+
+    def unclaim(self, node_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._claimed.difference_update(node_ids)
