@@ -94,10 +94,11 @@ class PoolWorker(Worker):
         if not self.stopped:
             self._assign(self._pool_paused())
         self._publish(self._published_state())
-        if not self._yielding:
-            return None
-        # Look again when the oldest yield runs out (no other pool took the request).
-        return max(0.0, min(self._yielding.values()) + YIELD_AT_QUOTA_FOR - time.monotonic())
+        # Look again when the next yield runs out (no other pool took the request). One that
+        # ran out already was looked at in this pass: only a change (a wake) helps it now.
+        now = time.monotonic()
+        ends = [t + YIELD_AT_QUOTA_FOR - now for t in self._yielding.values()]
+        return min((end for end in ends if end > 0), default=None)
 
     def _published_state(self) -> bool:
         """`paused` as other pools see it: a paused handler, no room last pass, or a cloud

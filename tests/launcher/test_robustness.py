@@ -7,6 +7,7 @@ requester could write.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -107,3 +108,33 @@ def test_a_pool_keeps_its_slots_when_nodes_come_and_go_between_passes(
         assert req["state"] == "fulfilled", req
         for nid in h.accept_and_use(kz, rid):
             h.wait_for(f"node {nid} deleted", lambda nid=nid: h.node(kz, nid) is None)
+
+
+def _pool_passes(launcher: Any) -> int:
+    return sum(w.passes for w in launcher._pool_workers())
+
+
+def test_full_pools_sleep_while_requests_wait(env: Env, kazoo_client: KazooClient) -> None:
+    """Two full pools and a dozen waiting requests: nothing changes, so the pool workers
+    must sleep (they used to pass hundreds of times a second)."""
+    env.clouds([{"name": "cloud1"}, {"name": "cloud2"}])
+    launcher = env.start([h.provider("p1", "cloud1", **{"max-servers": 2}),
+                          h.provider("p2", "cloud2", **{"max-servers": 1})])
+    kz = kazoo_client
+    held = [h.submit_request(kz, ["small"]) for _ in range(3)]
+    for rid in held:
+        assert h.wait_request(kz, rid)["state"] == "fulfilled"
+    waiting = [h.submit_request(kz, ["small"]) for _ in range(12)]
+    # Let the pools take in the new requests (accept, pause, yield) and settle.
+    h.wait_for("a pool paused on a waiting request",
+               lambda: any(h.request(kz, rid)["state"] == "pending" for rid in waiting))
+    time.sleep(2.0)
+    before = _pool_passes(launcher)
+    time.sleep(3.0)
+    passes = _pool_passes(launcher) - before
+    assert passes <= 10, f"{passes} pool passes in 3 s with nothing changing"
+    # And they still serve the waiting requests as soon as nodes come back.
+    h.accept_and_use(kz, held[0])
+    h.wait_for("a waiting request fulfilled",
+               lambda: any(h.request(kz, rid)["state"] == "fulfilled" for rid in waiting),
+               timeout=30)
