@@ -49,8 +49,11 @@ class AdminContext:
     def data(self) -> ZooKeeperData:
         """The ZooKeeper records, connected on first use (CLI: no caches, bounded waits)."""
         if self._data is None:
+            from nodepool_ng.config.checks import check_zookeeper_user
             from nodepool_ng.statusdata import ZooKeeperData, connect
 
+            for field, message in check_zookeeper_user(self.config):
+                raise CommandError(f"{self.config_path}: {field}: {message}")
             self._zk = connect(self.config)
             self._data = ZooKeeperData(self._zk, lambda: self.config)
         return self._data

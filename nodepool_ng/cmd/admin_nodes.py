@@ -138,10 +138,14 @@ def _ask(prompt: str) -> str:
 
 
 def cmd_config_validate(ctx: AdminContext, args: argparse.Namespace) -> int | None:
-    """Runs without ZooKeeper; each problem (field path first) on stderr, exit 1."""
+    """Runs without ZooKeeper; each problem (field path first) on stderr, exit 1. Also what
+    every daemon needs of the config (zookeeper-servers), with the secure file merged."""
     from nodepool_ng.config import validate_file
+    from nodepool_ng.config.checks import check_zookeeper_user
 
     problems = validate_file(ctx.config_path, ctx.secure_path)
+    if not problems:
+        problems = [f"{field}: {message}" for field, message in check_zookeeper_user(ctx.config)]
     for problem in problems:
         print(f"nodepool: error: {problem}", file=sys.stderr)
     if ctx.as_json:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from nodepool_ng import __version__
 from nodepool_ng.builder.service import Builder, BuilderTiming
+from nodepool_ng.cmd.startup import config_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.runtime import install_signal_handlers
 
@@ -91,9 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             upload_workers=args.upload_workers,
             timing=timing,
         )
-        builder.watcher.load()  # fail before detaching if the config is bad
+        config = builder.watcher.load()  # fail before detaching if the config is bad
     except NodepoolError as e:
         print(f"nodepool-builder: error: {e}", file=sys.stderr)
+        return 1
+    problem = config_problem(config, args.config)
+    if problem is None and not config.images_dir:
+        problem = f"{args.config}: images-dir: required by nodepool-builder"
+    if problem is not None:
+        print(f"nodepool-builder: error: {problem}", file=sys.stderr)
         return 1
     if not args.foreground:
         _daemonize()

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.runtime.signals import install_signal_handlers
 
@@ -85,6 +86,14 @@ def write_pidfile(pidfile: str | None) -> None:
             f.write(f"{os.getpid()}\n")
 
 
+def remove_pidfile(pidfile: str | None) -> None:
+    if pidfile:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from nodepool_ng.launcher.service import Launcher, LauncherOptions
@@ -96,11 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_interval=args.config_interval,
         )
         launcher = Launcher(args.config, args.secure, options)
-    except NodepoolError as e:
+    except (NodepoolError, OSError) as e:
         print(f"nodepool-launcher: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
-        print(f"nodepool-launcher: {e}", file=sys.stderr)
+    problem = config_problem(launcher.config, args.config) or clouds_yaml_problem(
+        args.clouds_yaml)
+    if problem is not None:
+        print(f"nodepool-launcher: {problem}", file=sys.stderr)
         return 1
     if not args.foreground:
         daemonize(args.pidfile)
@@ -116,6 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NodepoolError as e:
         log.error("Could not start: %s", e)
         print(f"nodepool-launcher: {e}", file=sys.stderr)
+        remove_pidfile(args.pidfile)
+        return 1
+    not_started = providers_not_started(launcher)
+    if not_started:
+        # Running on with nothing to launch would look healthy while serving nothing.
+        message = (f"no provider could start: {', '.join(not_started)} "
+                   "(the log says why for each)")
+        log.error("%s; stopping", message)
+        launcher.stop()
+        print(f"nodepool-launcher: {message}", file=sys.stderr)
+        remove_pidfile(args.pidfile)
         return 1
     webapp = None
     if not args.no_webapp:
@@ -129,12 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 webapp.stop()
             except Exception:
                 log.exception("webapp stop failed")
-        if args.pidfile:
-            try:
-                os.unlink(args.pidfile)
-            except OSError:
-                pass
+        remove_pidfile(args.pidfile)
     return 0
+
+
+def providers_not_started(launcher: Launcher) -> list[str]:
+    """This process's providers (its --provider selection of the config) when none of them
+    started; [] when one did, or when there are none to start."""
+    wanted = launcher.options.providers
+    mine = sorted(name for name in launcher.config.providers
+                  if wanted is None or name in wanted)
+    return mine if mine and not launcher.providers else []
 
 
 def _check_config_now(launcher: Launcher) -> None:

@@ -7,10 +7,13 @@ e.g. `providers[0].pools[1].labels[2].diskimage: unknown diskimage 'base'`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodepool_ng.config import inherit
 from nodepool_ng.config.build import static_node_labels
+
+if TYPE_CHECKING:
+    from nodepool_ng.config.models import Config
 
 Errors = list[tuple[str, str]]
 Raw = Mapping[str, Any]
@@ -230,3 +233,13 @@ def check_secure_diskimages(secure: Raw, raw: Raw, suffix: str) -> Errors:
         if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
             errors.append((f"diskimages[{i}].name", msg + suffix))
     return errors
+
+
+def check_zookeeper_user(config: Config) -> Errors:
+    """What the daemons, `config-validate` and every `nodepool` command that reads ZooKeeper
+    need of a loaded config (secure file merged). Not part of loading: other users of the
+    config (tools, tests of one section) need no ZooKeeper."""
+    if not config.zookeeper_servers:
+        return [("zookeeper-servers",
+                 "at least one server is required (in the config or the secure file)")]
+    return []
