@@ -7,12 +7,17 @@
         ?fields=a,b                                         only these column keys
     GET /ready                                              200 `OK` once started, else 503
 
+A parameter the app cannot use (a node_id that is not a znode name, an unknown column in
+`fields`) is answered 400 with `<parameter>: <why>` (JSON `{"error": ...}` for JSON
+clients). Parameters the app does not know are ignored (dashboards add cache busters).
+
 Responses are cached for one second per (path, query, format) so a busy dashboard does not
 turn into a ZooKeeper read storm. Every answer carries `Access-Control-Allow-Origin: *`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from nodepool_ng.cmd.output import render
+from nodepool_ng.cmd.znode_names import znode_name_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.status import Table
 
@@ -44,6 +50,34 @@ ENDPOINTS = (
     "dib-image-list",
     "image-status",
 )
+
+
+class BadRequest(Exception):
+    """A query parameter the app cannot use; the message names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+
+
+def _node_id(query: dict[str, list[str]]) -> str | None:
+    values = query.get("node_id")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest("node_id", "given more than once")
+    problem = znode_name_problem(values[0])
+    if problem is not None:
+        raise BadRequest("node_id", f"not a node id: {problem}")
+    return values[0]
+
+
+def _check_fields(table: Table, fields: list[str] | None) -> None:
+    unknown = sorted(set(fields or ()) - set(table.keys))
+    if unknown:
+        raise BadRequest(
+            "fields",
+            f"unknown column {', '.join(map(repr, unknown))} (known: {', '.join(table.keys)})",
+        )
 
 
 class _Cache:
@@ -127,16 +161,23 @@ class WebApp:
             path, as_json = path[: -len(".json")], True
         if path not in ENDPOINTS:
             return 404, "text/plain", "Not found"
-        query = parse_qs(url.query)
+        # Undecodable bytes become U+FFFD, which no znode name may hold.
+        query = parse_qs(url.query, errors="replace")
         fields = [f for v in query.get("fields", []) for f in v.split(",") if f] or None
-        node_id = query.get("node_id", [None])[0] if path == "node-list" else None
-        key = (path, node_id, tuple(fields or ()), as_json)
 
         def make() -> str:
             table = self.source.table(path, node_id=node_id)
+            _check_fields(table, fields)
             return render(table, as_json, fields)
 
-        body = self.cache.get(key, make)
+        try:
+            node_id = _node_id(query) if path == "node-list" else None
+            key = (path, node_id, tuple(fields or ()), as_json)
+            body = self.cache.get(key, make)
+        except BadRequest as e:
+            if as_json:
+                return 400, "application/json", json.dumps({"error": str(e)})
+            return 400, "text/plain", f"{e}\n"
         if as_json:
             return 200, "application/json", body
         return 200, "text/plain", body + "\n"
