@@ -214,7 +214,7 @@ start_simcloud
 start_launcher
 wait_ready
 echo
-echo "\$ nodepool -c $CONFIG list"
+echo "\$ $VENV/bin/nodepool -c $CONFIG list"
 "$VENV/bin/nodepool" -c "$CONFIG" list
 echo
 say "status web app: http://127.0.0.1:28005/node-list (JSON: /node-list.json)"
