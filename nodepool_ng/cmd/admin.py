@@ -17,12 +17,22 @@ from typing import Any
 from nodepool_ng import __version__
 from nodepool_ng.cmd import admin_images, admin_nodes
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
+from nodepool_ng.cmd.znode_names import znode_name_problem
 
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
 log = logging.getLogger("nodepool_ng.cmd.admin")
 
 Handler = Callable[[AdminContext, argparse.Namespace], int | None]
+
+# Arguments (dest -> how the user wrote it) that become one znode's name in a path.
+ZNODE_NAME_ARGS = {
+    "id": "id",
+    "image": "image",
+    "provider": "provider",
+    "build_id": "--build-id",
+    "upload_id": "--upload-id",
+}
 
 
 def _add(
@@ -123,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     ctx = AdminContext(args.config, args.secure, as_json=args.json, clouds_yaml=args.clouds_yaml)
     try:
+        _check_znode_names(args)
         rc = args.func(ctx, args)
         return 0 if rc is None else rc
     except KeyboardInterrupt:
@@ -135,6 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ctx.close()
     return 1
+
+
+def _check_znode_names(args: argparse.Namespace) -> None:
+    """`../x` or `a/b` would name another place in the tree: refuse before any ZooKeeper call."""
+    for dest, argument in ZNODE_NAME_ARGS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and (problem := znode_name_problem(value)) is not None:
+            raise CommandError(f"{argument}: {problem}")
 
 
 def _fail(args: argparse.Namespace, message: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from nodepool_ng import status
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
+from nodepool_ng.cmd.znode_names import znode_name_problem
 from nodepool_ng.model.image import BuildState, UploadState
 from nodepool_ng.status import Table
 
@@ -65,6 +66,9 @@ def cmd_dib_image_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
     image, sep, build_id = args.id.rpartition("-")
     if not sep or not image or not build_id:
         raise CommandError(f"dib image id {args.id!r} is not <image>-<build id>")
+    for part in (image, build_id):
+        if (problem := znode_name_problem(part)) is not None:
+            raise CommandError(f"id: {problem}")
     ctx.data.mark_build_deleting(image, build_id)
     _report(
         ctx,
