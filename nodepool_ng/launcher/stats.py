@@ -54,6 +54,14 @@ class LauncherStats:
             self._timing(key, ms)
             self._incr(key)
 
+    # -- provider health (launcher.health) --------------------------------------------------
+    def provider_health(self, provider: str, state: str) -> None:
+        """Gauge `nodepool.provider.<provider>.health`: 0 healthy, 1 ramping up, 2 open (no
+        launches). Not an upstream name; sent when the state changes."""
+        value = {"healthy": 0, "ramping": 1, "open": 2}.get(state)
+        if value is not None:
+            self._gauge(f"nodepool.provider.{provider}.health", value)
+
     # -- nodes (stats leader) --------------------------------------------------------------
     def node_gauges(
         self,
