@@ -2,6 +2,7 @@
 
     GET  /_admin/servers | ports | floating_ips | images | networks | summary | stats
     GET  /_admin/faults      PUT /_admin/faults   {"error_rate": {"compute": 0.5}, ...}
+                             ("method_error_rate": {"DELETE": 1.0}: that method, any service)
     GET  /_admin/quota       PUT /_admin/quota    {"instances": 5, "cores": -1, "ram": -1}
     GET  /_admin/boot        PUT /_admin/boot     {"delay": 0.5, "jitter": 0.1}
 
@@ -22,7 +23,9 @@ from nodepool_ng.simcloud.state import CloudState, iso
 _rate = v.All(v.Coerce(float), v.Range(min=0.0, max=1.0))
 _seconds = v.All(v.Coerce(float), v.Range(min=0.0))
 _limit = v.All(int, v.Range(min=-1))
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 FAULTS = v.Schema({v.Optional("error_rate"): {v.In(SERVICES): _rate},
+                   v.Optional("method_error_rate"): {v.In(METHODS): _rate},
                    v.Optional("server_error_rate"): _rate, v.Optional("slow_rate"): _rate,
                    v.Optional("slow_delay"): _seconds})
 QUOTA = v.Schema({v.Optional(k): _limit for k in ("instances", "cores", "ram")})
@@ -137,6 +140,7 @@ class AdminService(Service):
         with req.state.lock:
             faults = dict(req.state.faults)
             faults["error_rate"] = dict(faults["error_rate"])
+            faults["method_error_rate"] = dict(faults["method_error_rate"])
         return Response(200, faults)
 
     def set_faults(self, req: Request) -> Response:
@@ -144,6 +148,7 @@ class AdminService(Service):
         with req.state.lock:
             faults = req.state.faults
             faults["error_rate"].update(new.pop("error_rate", {}))
+            faults["method_error_rate"].update(new.pop("method_error_rate", {}))
             faults.update(new)
         return self.get_faults(req)
 

@@ -58,12 +58,15 @@ class AdminClient:
 
     def set_faults(self, *, error_rate: dict[str, float] | None = None,
                    server_error_rate: float | None = None, slow_rate: float | None = None,
-                   slow_delay: float | None = None) -> dict[str, Any]:
+                   slow_delay: float | None = None,
+                   method_error_rate: dict[str, float] | None = None) -> dict[str, Any]:
         """Partial update; `error_rate` maps a service (compute, image, network, identity,
-        object_store, volume) to the probability of a 500."""
+        object_store, volume) to the probability of a 500, `method_error_rate` an HTTP
+        method (e.g. DELETE) on any service."""
         body = {k: val for k, val in (
             ("error_rate", error_rate), ("server_error_rate", server_error_rate),
-            ("slow_rate", slow_rate), ("slow_delay", slow_delay)) if val is not None}
+            ("slow_rate", slow_rate), ("slow_delay", slow_delay),
+            ("method_error_rate", method_error_rate)) if val is not None}
         return dict(self._call("PUT", "faults", body))
 
     def set_quota(self, *, instances: int | None = None, cores: int | None = None,

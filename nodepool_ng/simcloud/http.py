@@ -162,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(401, {"error": {
                         "code": 401, "title": "Unauthorized",
                         "message": "The request you have made requires authentication."}})
-            delay, fail = state.faults_for(service.name)
+            delay, fail = state.faults_for(service.name, req.method)
             if delay:
                 time.sleep(delay)
             if fail:

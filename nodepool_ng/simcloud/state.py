@@ -197,6 +197,7 @@ class CloudState:
             "server_error_rate": profile.faults.server_error_rate,
             "slow_rate": profile.faults.slow_rate,
             "slow_delay": profile.faults.slow_delay,
+            "method_error_rate": {},  # HTTP method -> rate, every service (admin API only)
         }
         self.quota = {"instances": profile.quota.instances, "cores": profile.quota.cores,
                       "ram": profile.quota.ram}
@@ -345,15 +346,16 @@ class CloudState:
                 return service
         return None
 
-    def faults_for(self, service: str) -> tuple[float, bool]:
-        """(delay seconds, inject a 500?) for one request to `service`."""
+    def faults_for(self, service: str, method: str = "GET") -> tuple[float, bool]:
+        """(delay seconds, inject a 500?) for one `method` request to `service`."""
         if service == "admin":
             return 0.0, False
         with self.lock:
             delay = 0.0
             if self.faults["slow_rate"] and self.rng.random() < self.faults["slow_rate"]:
                 delay = float(self.faults["slow_delay"])
-            rate = self.faults["error_rate"].get(service, 0.0)
+            rate = max(self.faults["error_rate"].get(service, 0.0),
+                       self.faults["method_error_rate"].get(method, 0.0))
             fail = bool(rate) and self.rng.random() < rate
             if fail:
                 self.injected[service] += 1
