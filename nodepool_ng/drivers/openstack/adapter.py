@@ -47,6 +47,7 @@ from nodepool_ng.drivers.openstack.statemachine import (
     OpenStackDeleteStateMachine,
 )
 from nodepool_ng.errors import ConfigError, PermanentCloudError, TemporaryCloudError
+from nodepool_ng.launcher.health import Backoff
 from nodepool_ng.model.quota import Quota
 
 R = TypeVar("R")
@@ -117,6 +118,8 @@ class OpenStackAdapter:
         self._images: TTLMemo[str, Any] = TTLMemo(flavor_cache_ttl)
         self._networks: TTLMemo[str, Any] = TTLMemo(flavor_cache_ttl)
         self._stopped = threading.Event()
+        self._limits_lock = threading.Lock()
+        self._limits_retry = Backoff(1.0, 60.0)
 
     # ProviderAdapter ----------------------------------------------------------------------
 
@@ -131,7 +134,27 @@ class OpenStackAdapter:
                 for s in self.servers.get().values()]
 
     def get_quota_limits(self) -> Quota:
-        return limits_quota(self._call(self.conn.get_compute_limits))
+        """The cloud's limits. After a failure the call backs off (with jitter) and raises
+        at once meanwhile: every pool re-reads quota, and a dead cloud need not hear it."""
+        with self._limits_lock:
+            if not self._limits_retry.ready():
+                raise TemporaryCloudError(
+                    f"compute limits: not asked again yet after "
+                    f"{self._limits_retry.failures} failures")
+        try:
+            limits = self._call(self.conn.get_compute_limits)
+        except Exception:
+            with self._limits_lock:
+                self._limits_retry.failed()
+            raise
+        with self._limits_lock:
+            self._limits_retry.succeeded()
+        return limits_quota(limits)
+
+    def probe(self) -> None:
+        """One cheap call to see whether the cloud answers (the launcher's health probe):
+        a server listing, sent even while failed listings back off."""
+        self.servers.get(max_age=0.0, retry_now=True)
 
     def get_unmanaged_quota_used(self, known_node_ids: Container[str] | None = None) -> Quota:
         """What servers this provider does not manage use: other owners' servers, and ours

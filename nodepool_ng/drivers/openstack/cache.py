@@ -2,7 +2,10 @@
 
 `LazyListCache` holds one list (e.g. `GET /servers/detail`) shared by every state machine:
 `peek()` never blocks and starts at most one refresh in the executor once the list is older
-than its TTL, so N building servers cost one list call per interval. `TTLMemo` remembers
+than its TTL, so N building servers cost one list call per interval. Failed refreshes back
+off exponentially with jitter (up to `max_backoff`), and `get()` re-raises the last error
+meanwhile instead of calling: a dead cloud sees a few list calls a minute, not five a
+second; the first failure and the recovery are logged once each. `TTLMemo` remembers
 lookups (flavors, images, networks) for a while, one lookup for concurrent callers;
 failures are not remembered.
 """
@@ -17,6 +20,9 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
+
+from nodepool_ng.errors import TemporaryCloudError
+from nodepool_ng.launcher.health import backoff_delay
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -38,16 +44,19 @@ class Snapshot(Generic[T]):
 
 class LazyListCache(Generic[T]):
     def __init__(self, fetch: Callable[[], T], executor: Submitter, ttl: float,
-                 name: str = "list") -> None:
+                 name: str = "list", max_backoff: float = 30.0) -> None:
         self._fetch = fetch
         self._executor = executor
         self.ttl = ttl
         self.name = name
+        self.max_backoff = max_backoff
         self._lock = threading.Lock()
         self._snapshot: Snapshot[T] | None = None
         self._pending: Future[Snapshot[T]] | None = None
         self._last_attempt = float("-inf")
         self.last_error: BaseException | None = None
+        self.failures = 0  # refreshes failed in a row
+        self._retry_at = float("-inf")  # no refresh before this after failures
 
     def peek(self, newer_than: float | None = None) -> Snapshot[T] | None:
         """The current snapshot if it started after `newer_than` (else None); never blocks.
@@ -61,8 +70,12 @@ class LazyListCache(Generic[T]):
             return None
         return snap
 
-    def get(self, max_age: float | None = None, timeout: float = 120.0) -> T:
-        """Blocking form for synchronous callers: a snapshot at most `max_age` old."""
+    def get(self, max_age: float | None = None, timeout: float = 120.0,
+            retry_now: bool = False) -> T:
+        """Blocking form for synchronous callers: a snapshot at most `max_age` old.
+
+        While failed refreshes back off, the last error is raised without calling the cloud
+        (`retry_now`: call anyway, e.g. a health probe)."""
         max_age = self.ttl if max_age is None else max_age
         with self._lock:
             now = time.monotonic()
@@ -70,6 +83,11 @@ class LazyListCache(Generic[T]):
             if snap is not None and now - snap.started <= max_age:
                 return snap.value
             pending = self._pending
+            if pending is None and not retry_now and now < self._retry_at \
+                    and self.last_error is not None:
+                raise TemporaryCloudError(
+                    f"{self.name}: not asked again yet after {self.failures} failures "
+                    f"(last: {self.last_error})")
             if pending is None or now - self._last_attempt > max_age:
                 pending = self._submit(now)
         return pending.result(timeout=timeout).value
@@ -83,7 +101,7 @@ class LazyListCache(Generic[T]):
             return
         snap = self._snapshot
         if (snap is None or now - snap.started >= self.ttl) and now - self._last_attempt >= \
-                self.ttl:
+                self.ttl and now >= self._retry_at:
             self._submit(now)
 
     def _submit(self, now: float) -> Future[Snapshot[T]]:
@@ -99,14 +117,26 @@ class LazyListCache(Generic[T]):
             with self._lock:
                 self._pending = None
                 self.last_error = e
-            log.warning("refreshing the %s failed: %s", self.name, e)
+                self.failures += 1
+                delay = backoff_delay(self.failures, self.ttl, self.max_backoff)
+                self._retry_at = time.monotonic() + delay
+                failures = self.failures
+            if failures == 1:
+                log.warning("refreshing the %s failed: %s; retrying with backoff", self.name, e)
+            else:
+                log.debug("refreshing the %s failed again (%s); next in %.1fs", self.name, e,
+                          delay)
             raise
         snap = Snapshot(value, started)
         with self._lock:
+            failures, self.failures = self.failures, 0
+            self._retry_at = float("-inf")
             self._pending = None
             self.last_error = None
             if self._snapshot is None or self._snapshot.started <= started:
                 self._snapshot = snap
+        if failures:
+            log.info("the %s answers again after %s failed refreshes", self.name, failures)
         return snap
 
 
