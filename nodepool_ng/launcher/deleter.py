@@ -3,7 +3,10 @@
 Woken by the node cache (and every `interval` as a safety net). An unlocked node in a cleanup
 state (used, in-use, building, failed, aborted, deleting, deleted) is locked, re-read, marked
 `deleting`, its server (and floating IPs: the driver's delete machine) deleted by the
-provider runner, then its znode removed. On failure it is unlocked and retried next pass.
+provider runner, then its znode removed. The runner retries a failing server delete with
+backoff; if it gives up (its timeout) or the server cannot even be looked up, the node is
+unlocked and taken again only after a backoff of its own (exponential, with jitter), so a dead
+cloud is not asked again on every pass.
 Locked nodes are somebody's (ours while building, Zuul's while in use): never touched;
 nor are nodes `busy` says our handlers hold (after a session expiry their locks are gone
 until the pool worker re-takes them).
@@ -19,6 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from nodepool_ng.launcher.health import Backoff
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.log import get_logger
@@ -26,6 +30,7 @@ from nodepool_ng.model.node import CLEANUP_STATES, Node, NodeState
 from nodepool_ng.runtime.loop import Worker
 
 DELETE_STARTERS = 8  # nodes taken for deletion concurrently (ZooKeeper I/O, not CPU)
+RETRY_BACKOFF = (2.0, 60.0)  # (base, cap) seconds before a node whose deletion failed
 
 
 class DeletedNodeWorker(Worker):
@@ -43,13 +48,20 @@ class DeletedNodeWorker(Worker):
         self._busy = busy or set
         self._in_progress: set[str] = set()
         self._queued: set[str] = set()  # being taken for deletion by a starter thread
+        self._retries: dict[str, Backoff] = {}  # node id -> backoff after failed deletions
         self._lock = threading.Lock()
         self._starters: ThreadPoolExecutor | None = None
 
     def run_once(self) -> float | None:
         runners = self._runners()
         busy = self._busy()
-        for node in self.zk.nodes():
+        nodes = self.zk.nodes()
+        with self._lock:  # forget the backoffs of nodes that are gone
+            present = {n.id for n in nodes}
+            for node_id in [i for i in self._retries if i not in present]:
+                del self._retries[node_id]
+            waits = [r.wait() for r in self._retries.values() if not r.ready()]
+        for node in nodes:
             if self.stopped:
                 break
             if (
@@ -62,6 +74,9 @@ class DeletedNodeWorker(Worker):
             with self._lock:
                 if node.id in self._in_progress or node.id in self._queued:
                     continue
+                retry = self._retries.get(node.id)
+                if retry is not None and not retry.ready():
+                    continue
             if node.state in CLEANUP_STATES:
                 self._submit_delete(node.id, runners[node.provider or ""])
             elif (
@@ -70,7 +85,7 @@ class DeletedNodeWorker(Worker):
                 and self.zk.request_cached(node.allocated_to) is None
             ):
                 self._deallocate(node.id, node.allocated_to)
-        return None
+        return min(waits) if waits else None
 
     def _submit_delete(self, node_id: str, runner: ProviderRunner) -> None:
         with self._lock:
@@ -115,7 +130,14 @@ class DeletedNodeWorker(Worker):
         if not node.external_id:
             # A launcher may have died after the cloud created the server but before the id
             # was recorded: find it by its owner metadata.
-            node.external_id = self._find_server(runner, node)
+            try:
+                node.external_id = self._find_server(runner, node)
+            except Exception as e:
+                # Unknown whether a server exists: keep the record (and retry later) rather
+                # than leak one.
+                log.warning("Could not list servers to find the node's server: %s", e)
+                self._finish(node, False)
+                return
         if node.external_id:
             log.info("Deleting server %s", node.external_id)
             # Removing the record is ZooKeeper I/O: keep it off the runner's thread.
@@ -124,14 +146,9 @@ class DeletedNodeWorker(Worker):
             self._finish(node, True)
 
     def _find_server(self, runner: ProviderRunner, node: Node) -> str | None:
-        try:
-            for inst in runner.adapter.list_instances():
-                if inst.node_id == node.id and inst.provider_name == node.provider:
-                    return inst.external_id
-        except Exception as e:
-            get_logger("nodepool_ng.launcher.deleter", node_id=node.id).warning(
-                "Could not list servers: %s", e
-            )
+        for inst in runner.adapter.list_instances():
+            if inst.node_id == node.id and inst.provider_name == node.provider:
+                return inst.external_id
         return None
 
     def _finish_later(self, node: Node, ok: bool) -> None:
@@ -147,20 +164,23 @@ class DeletedNodeWorker(Worker):
     def _finish(self, node: Node, ok: bool) -> None:
         """Called by the runner (or directly) once the server is gone or deleting failed."""
         log = get_logger("nodepool_ng.launcher.deleter", node_id=node.id, provider=node.provider)
+        delay = 0.0
         try:
             if ok:
                 self.zk.delete_node(node)
                 log.info("Deleted node")
-            else:
-                log.warning("Server deletion failed; will retry")
         except Exception as e:
             log.warning("Could not remove node record: %s", e)
         finally:
             self.zk.unlock_node(node)
             with self._lock:
                 self._in_progress.discard(node.id or "")
+                if not ok:
+                    retry = self._retries.setdefault(node.id or "", Backoff(*RETRY_BACKOFF))
+                    delay = retry.failed()
             if not ok:
-                self.wake()
+                log.warning("Server deletion failed; trying again in %.0fs", delay)
+                self.wake()  # the next pass computes when to look again
 
     def _deallocate(self, node_id: str, request_id: str) -> None:
         """READY node allocated to a request that no longer exists: give it back."""
