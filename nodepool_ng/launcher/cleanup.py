@@ -5,13 +5,18 @@
 * max-ready-age: READY unallocated nodes older than their label's limit -> `deleting`;
 * max-hold-age / `hold_expiration`: held nodes past their hold limit -> `deleting` (hold_age);
 * stale `init` nodes nobody locked (a launcher died between create and lock) -> `deleting`;
+* orphan node znodes: no data (no state), only a `lock` child, unlocked, seen so in two
+  passes -> removed. They appear when someone's lock recipe (kazoo's `Lock` makes missing
+  parents) locks a node that was just deleted; a node we create has its data from the first
+  moment (one create with the JSON), so it is never like that;
 * leaked servers: ours by metadata but without a node record, seen in two passes -> deleted;
 * leaked floating IPs (`clean-floating-ips`): unattached in two passes -> deleted;
 * leaked ports (`port-cleanup-interval`): DOWN, owner empty or `compute:*`, not a live
   server's, in two checks at least the interval apart -> deleted;
 * old request lock dirs (8 h, upstream's LOCK_CLEANUP).
 
-Woken at `interval` and when a pool component disappears (a launcher died).
+Woken at `interval` and when a pool component disappears (a launcher died). Each task
+and each provider is isolated: one failing cloud listing skips that provider's part only.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class CleanupWorker(Worker):
         # provider -> (time of the last port check, DOWN port ids seen then)
         self._port_checks: dict[str, tuple[float, set[str]]] = {}
         self._resource_errors: set[str] = set()  # providers whose listing failed (log once)
+        self._list_errors: set[str] = set()  # providers whose server listing failed (log once)
+        self._orphans: set[str] = set()  # data-less node ids seen in the last pass
 
     def run_once(self) -> float | None:
         for task in (
@@ -66,6 +73,7 @@ class CleanupWorker(Worker):
             self.expire_ready_nodes,
             self.expire_held_nodes,
             self.delete_stale_init_nodes,
+            self.delete_orphan_znodes,
             self.delete_leaked_instances,
             self.delete_leaked_resources,
         ):
@@ -181,13 +189,46 @@ class CleanupWorker(Worker):
                     "unlocked in init state (its launcher died)",
                 )
 
+    def delete_orphan_znodes(self) -> None:
+        """`/nodepool/nodes/<id>` without data (only a `lock` child): nobody's record."""
+        dataless = {n.id for n in self.zk.nodes() if n.id and n.state is None}
+        for node_id in sorted(dataless & self._orphans):
+            if self.stopped:
+                break
+            node = self.zk.lock_fresh_node(node_id)  # None: somebody holds it, or it is gone
+            if node is None:
+                continue
+            try:
+                if node.state is None:
+                    # Holding the lock with nobody waiting: one transaction (else upstream's
+                    # two steps, state `deleted` first).
+                    self.zk.delete_node(node)
+                    log.info("Removed orphan node znode %s (no data, unlocked)", node_id)
+            finally:
+                self.zk.unlock_node(node)
+        self._orphans = dataless
+
     # -- leaks -----------------------------------------------------------------------------
     def delete_leaked_instances(self) -> None:
         known = {n.id for n in self.zk.nodes() if n.id}
         for provider, runner in self._runners().items():
+            if self.stopped:
+                break
+            try:
+                instances = list(runner.adapter.list_instances())
+            except Exception as e:
+                # This provider's part waits for the next pass; the others go on.
+                if provider not in self._list_errors:
+                    log.warning("Provider %s: cannot list servers for the leak check: %s",
+                                provider, e)
+                    self._list_errors.add(provider)
+                continue
+            if provider in self._list_errors:
+                log.info("Provider %s: servers can be listed again", provider)
+                self._list_errors.discard(provider)
             seen_before = self._leak_candidates.get(provider, set())
             leaked_now: set[str] = set()
-            for inst in runner.adapter.list_instances():
+            for inst in instances:
                 if inst.provider_name != provider or not inst.node_id:
                     continue
                 if inst.node_id in known or inst.status == "deleting":
