@@ -18,7 +18,8 @@ def test_reservation_becomes_the_node_then_the_cache_takes_over() -> None:
     assert _instances(ledger) == 1 and ledger.reservations == 1
     ledger.note_created("0001", SMALL, token)
     assert _instances(ledger) == 1 and ledger.reservations == 0
-    assert _instances(ledger, frozenset({"0001"})) == 0  # shown by the cache: counted there, not twice
+    # Shown by the cache: counted there, not twice.
+    assert _instances(ledger, frozenset({"0001"})) == 0
     ledger.node_seen("0001")
     assert _instances(ledger) == 0
 
