@@ -366,8 +366,16 @@ class ProviderRunner(Worker):
         task.finishing = True  # the runner is done with it; nothing else writes the node now
 
         def store_then_report() -> None:
-            stored = self._store_final(task, state)
-            task.error = error if stored is state else f"{error or state}: record not stored"
+            try:
+                stored = self._store_final(task, state)
+            except Exception:  # a bug: still report, or the launch never ends
+                self._log.exception("Storing node %s failed", task.node.id)
+                stored = NodeState.FAILED
+            task.error = error
+            if stored is not state:
+                # The handler reads the node's state: never READY unless stored as such.
+                task.node.state = stored
+                task.error = f"{error or state}: the record could not be stored"
             task.result = stored
             self.stats.launch(
                 stat if stored is state else "error.zksession", self.provider_name,

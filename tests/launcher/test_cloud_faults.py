@@ -138,6 +138,7 @@ def test_a_node_whose_lock_went_with_the_session_is_not_reported_ready(
     kazoo_client.delete(f"{paths.node_lock_path(node.id)}/{node.lock.node}")
     h.wait_for("launch result", lambda: task.result is not None, timeout=30)
     assert task.result is NodeState.FAILED
+    assert node.state is NodeState.FAILED  # what the request handler reads
     assert _stored_state(rig, node) is NodeState.BUILDING  # never written without the lock
 
 
@@ -154,7 +155,7 @@ def test_a_node_record_removed_under_the_runner_is_one_warning_without_traceback
                timeout=30)
     kazoo_client.delete(paths.node_path(node.id), recursive=True)
     h.wait_for("launch result", lambda: task.result is not None, timeout=30)
-    assert task.result is NodeState.FAILED
+    assert task.result is NodeState.FAILED and node.state is NodeState.FAILED
     runner_records = [r for r in caplog.records if r.name.startswith("nodepool_ng.launcher")]
     assert not [r for r in runner_records if r.levelno >= logging.ERROR or r.exc_info]
     gone = [r for r in runner_records if "record is gone" in r.getMessage()]
