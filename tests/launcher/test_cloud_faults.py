@@ -227,6 +227,7 @@ def test_deletes_back_off_while_the_cloud_fails(
         calls = state.requests["compute"] - before
         state.faults["error_rate"]["compute"] = 0.0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    print(f"{calls} compute calls and {len(warnings)} warnings in {outage:g}s of outage")
     # Backoff from 1 s (deletes), 2 s (the deleter), 0.05 s (the list poll), doubling:
     # a few dozen calls at most in 10 s, not hundreds.
     assert calls < 60, f"{calls} compute calls in {outage}s of outage"
