@@ -310,7 +310,7 @@ class AwsAdapter:
         try:
             images = self.ec2.describe_images(ImageIds=[external_id])["Images"]
         except botocore.exceptions.ClientError as e:
-            if error_code(e).startswith("InvalidAMIID"):
+            if is_gone(e) or error_code(e).startswith("InvalidAMIID"):
                 return
             raise self._cloud_error(e, f"deleting image {external_id}") from e
         except botocore.exceptions.BotoCoreError as e:
@@ -664,7 +664,7 @@ class AwsAdapter:
         try:
             fn(**kwargs)
         except botocore.exceptions.ClientError as e:
-            if error_code(e).endswith(".NotFound") or error_code(e).endswith("NotFound"):
+            if is_gone(e):
                 return
             raise self._cloud_error(e, getattr(fn, "__name__", "API call")) from e
         except botocore.exceptions.BotoCoreError as e:
@@ -688,6 +688,12 @@ class AwsAdapter:
         if isinstance(e, TimeoutError | botocore.exceptions.BotoCoreError):
             return TemporaryCloudError(f"{what}: {e}")
         return TemporaryCloudError(f"{what}: {e}")
+
+
+def is_gone(e: BaseException) -> bool:
+    """The error says the resource does not exist (any more)."""
+    code = error_code(e)
+    return code.endswith("NotFound") or code == "InvalidAMIID.Unavailable"
 
 
 def tags_dict(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:

@@ -67,11 +67,25 @@ def _iam_profile(profile: dict[str, Any]) -> dict[str, Any]:
     return profile
 
 
-IMAGE_FILTER = {
-    # upstream accepts both spellings and capitalises them for boto3
-    v.Required(v.Any("name", "Name")): str,
-    v.Required(v.Any("values", "Values")): [str],
-}
+def IMAGE_FILTER(value: Any) -> Any:  # a schema, named like the others
+    """{name, values}; upstream also takes boto3's spelling (Name, Values)."""
+    if not isinstance(value, dict):
+        raise v.Invalid("expected a mapping")
+    seen = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or key.lower() not in ("name", "values"):
+            raise v.Invalid("unknown key", path=[key])
+        seen[key.lower()] = (key, item)
+    for wanted in ("name", "values"):
+        if wanted not in seen:
+            raise v.Invalid("required key not provided", path=[wanted])
+    key, name = seen["name"]
+    if not isinstance(name, str):
+        raise v.Invalid("expected str", path=[key])
+    key, values = seen["values"]
+    if not isinstance(values, list) or not all(isinstance(x, str) for x in values):
+        raise v.Invalid("expected a list of str", path=[key])
+    return value
 
 CLOUD_IMAGE = v.All(
     {
