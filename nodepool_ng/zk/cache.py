@@ -488,7 +488,11 @@ class RecordCache(Generic[T]):
                 else:
                     members.add(contender)
                 record = self._records.get(record_id)
-                if record is not None and self._on_record is not None:
+                if record is None:
+                    # A lock of a record not in the copy (yet): listeners hear of records,
+                    # and None would tell them it is gone.
+                    return
+                if self._on_record is not None:
                     self._on_record(record, None, frozenset(members))
             elif event.kind == "removed":
                 record = None

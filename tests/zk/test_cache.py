@@ -81,3 +81,23 @@ def test_request_cache_sorted_and_survives_session_expiry(
         wait_for(lambda: store.cached_request(newer) is not None, what="new after expiry")
     finally:
         store.stop_cache()
+
+
+def test_a_lock_of_a_record_not_in_the_cache_is_not_reported_as_a_gone_record(
+    zk_client: ZooKeeperClient, kazoo_client: KazooClient
+) -> None:
+    """Listeners read `(id, None)` as "the record is gone" (the pool ledger then stops
+    counting a node it created): a lock on a znode that holds no record must not say so."""
+    store = NodeStore(zk_client)
+    events: list[tuple[str, Node | None]] = []
+    store.add_listener(lambda node_id, node: events.append((node_id, node)))
+    assert store.start_cache(timeout=10)
+    try:
+        # Not a record (unreadable); then a lock contender under it.
+        kazoo_client.create("/nodepool/nodes/0000000042", b"not json", makepath=True)
+        kazoo_client.create("/nodepool/nodes/0000000042/lock/x", b"", makepath=True)
+        marker = store.create(Node(state=NodeState.READY, type=["a"]))
+        wait_for(lambda: any(nid == marker for nid, _ in events), what="marker node")
+        assert [e for e in events if e[0] == "0000000042"] == []
+    finally:
+        store.stop_cache()
