@@ -12,7 +12,8 @@ Breaker states:
   a failed probe backs off further, a good one moves to `ramping`.
 * `ramping`: launches resume gradually: `allowance` in flight at once, starting at 1 and
   doubled by every successful launch; at `ramp_limit` the breaker is `healthy` again. A
-  failure while ramping opens it again at once.
+  failure while ramping halves the allowance (a cloud with sporadic errors still ramps up);
+  a run of failures as above opens the breaker again, with the probes backed off further.
 """
 
 from __future__ import annotations
@@ -154,11 +155,12 @@ class CircuitBreaker:
             if self._failures == 0:
                 self._failing_since = now
             self._failures += 1
-            if self.state is BreakerState.HEALTHY:
-                if self._failures < self.threshold or now - self._failing_since < self.min_failing:
-                    return
-            elif self.state is not BreakerState.RAMPING:
-                return  # already open
+            if self.state is BreakerState.OPEN:
+                return
+            if self.state is BreakerState.RAMPING:
+                self.allowance = max(1, self.allowance // 2)
+            if self._failures < self.threshold or now - self._failing_since < self.min_failing:
+                return
             change = self._open()
         self._notify(change, why)
 

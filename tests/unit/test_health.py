@@ -114,8 +114,7 @@ def test_probes_back_off_and_a_good_probe_ramps_up_gradually() -> None:
     assert changes == [("healthy", "open"), ("open", "ramping"), ("ramping", "healthy")]
 
 
-def test_a_failure_while_ramping_reopens_at_once() -> None:
-    clock, changes = Clock(), []
+def _ramping(clock: Clock, changes: list[tuple[str, str]]) -> CircuitBreaker:
     b = _breaker(clock, changes)
     for i in range(3):
         clock.now += 1.0 if i else 0.0
@@ -123,7 +122,31 @@ def test_a_failure_while_ramping_reopens_at_once() -> None:
     clock.now += 1.0
     assert b.probe_due()
     b.probe_result(True)
-    b.failure("500 again")
+    assert b.state is BreakerState.RAMPING
+    return b
+
+
+def test_a_sporadic_failure_while_ramping_slows_the_ramp_but_does_not_reopen() -> None:
+    """A cloud with a few percent of errors must still come back (it used to reopen at
+    the first error, with ever longer probe waits, and starve its requests)."""
+    clock, changes = Clock(), []
+    b = _ramping(clock, changes)
+    b.success(launched=True)
+    assert b.launch_allowed(1) and not b.launch_allowed(2)  # allowance 2
+    b.failure("one 500")
+    assert b.state is BreakerState.RAMPING
+    assert b.launch_allowed(0) and not b.launch_allowed(1)  # halved to 1
+    b.success(launched=True)
+    b.success(launched=True)
+    assert b.state is BreakerState.HEALTHY
+
+
+def test_a_run_of_failures_while_ramping_reopens_with_longer_probe_waits() -> None:
+    clock, changes = Clock(), []
+    b = _ramping(clock, changes)
+    for i in range(3):
+        clock.now += 1.0 if i else 0.0
+        b.failure("500 again")
     assert b.state is BreakerState.OPEN
     # The probe backoff kept growing: the next probe waits longer than the first.
     assert b.probe_wait() == 2.0
