@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEm
 from kazoo.handlers.threading import KazooTimeoutError
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
-from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 
 log = logging.getLogger("nodepool_ng.zk.locks")
 
@@ -149,7 +150,8 @@ def release(lock: ZkLock | None, wait: bool = False) -> None:
     except RecordNotFound:
         pass  # gone with its record, or its session
     except (KazooException, ZooKeeperError) as e:
-        log.warning("could not remove lock contender %s: %s", path, e)
+        log.warning("could not remove lock contender %s: %s; retried on reconnect", path, e)
+        _retries(lock.client).add(path)
 
 
 def forget(lock: ZkLock | None) -> None:
@@ -283,9 +285,64 @@ def _delete_later(client: ZooKeeperClient, path: str) -> None:
         except NoNodeError:
             pass
         except Exception as e:
-            log.warning("could not remove lock contender %s: %s", path, e)
+            log.warning("could not remove lock contender %s: %s; retried on reconnect", path, e)
+            _retries(client).add(path)
 
     try:
         client.kazoo.delete_async(path).rawlink(report)
     except (KazooException, ZooKeeperError) as e:
-        log.warning("could not remove lock contender %s: %s", path, e)
+        log.warning("could not remove lock contender %s: %s; retried on reconnect", path, e)
+        _retries(client).add(path)
+
+
+class _ContenderRetries:
+    """Contenders whose delete was lost to a connection drop. Our session outlives the drop,
+    and so would they: a stray contender later becomes the holder, and nobody can lock (or
+    delete) that record again. Deleted again once connected; forgotten when the session
+    expires (ZooKeeper removed them with it)."""
+
+    RETRY_DELAY = 1.0  # a delete that failed while connected: try again after this
+
+    def __init__(self, client: ZooKeeperClient) -> None:
+        self._client = weakref.ref(client)  # the client holds us (its listener), not back
+        self._paths: set[str] = set()
+        self._lock = threading.Lock()
+        client.add_state_listener(self._on_state)
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+        client = self._client()
+        if client is not None and client.is_connected:  # the reconnect may have come already
+            timer = threading.Timer(self.RETRY_DELAY, self._retry)
+            timer.daemon = True
+            timer.start()
+
+    def _on_state(self, state: ConnectionState) -> None:
+        if state is ConnectionState.LOST:
+            with self._lock:
+                self._paths.clear()
+        elif state is ConnectionState.CONNECTED:
+            self._retry()
+
+    def _retry(self) -> None:
+        client = self._client()
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        if client is None:
+            return
+        for path in paths:
+            _delete_later(client, path)
+
+
+_RETRIES: weakref.WeakKeyDictionary[ZooKeeperClient, _ContenderRetries] = (
+    weakref.WeakKeyDictionary())
+_RETRIES_LOCK = threading.Lock()
+
+
+def _retries(client: ZooKeeperClient) -> _ContenderRetries:
+    with _RETRIES_LOCK:
+        retries = _RETRIES.get(client)
+        if retries is None:
+            retries = _RETRIES[client] = _ContenderRetries(client)
+        return retries

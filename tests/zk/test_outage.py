@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kazoo.exceptions import ConnectionLoss
 
 from nodepool_ng.errors import LockError, ZooKeeperError
 from nodepool_ng.model.node import Node, NodeState
@@ -78,3 +80,46 @@ def test_connect_to_closed_port_raises() -> None:
 def test_partial_tls_config_is_rejected() -> None:
     with pytest.raises(ZooKeeperError, match="zookeeper-tls"):
         ZooKeeperClient("127.0.0.1:2281", tls_cert="/c.pem")
+
+
+
+def test_a_lost_contender_delete_is_sent_again(own_server: ZooKeeperServer) -> None:
+    """A release whose delete is lost to ConnectionLoss (the session lives on, and so would
+    the contender: later it holds the lock and nobody can lock the record again) is sent
+    again. The loss is injected at kazoo's call: timing a real drop to hit one request in
+    flight is not deterministic."""
+    client = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
+    other = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
+    client.start(timeout=10)
+    other.start(timeout=10)
+    try:
+        nodes = NodeStore(client)
+        node = Node(state=NodeState.READY, type=["a"])
+        nodes.create(node)
+        nodes.lock(node)
+        real_delete = client.kazoo.delete_async
+        lost: list[str] = []
+
+        def lose_first(path: str, *args: Any, **kwargs: Any) -> Any:
+            if "__lock__" in path and not lost:
+                lost.append(path)
+                raise ConnectionLoss()
+            return real_delete(path, *args, **kwargs)
+
+        client.kazoo.delete_async = lose_first  # type: ignore[method-assign]
+        nodes.unlock(node)
+        assert lost
+        theirs = Node(id=node.id)
+        wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
+                 what="the lock free for another session")
+    finally:
+        client.stop()
+        other.stop()
+
+
+def _try_lock(store: NodeStore, node: Node) -> bool:
+    try:
+        store.lock(node)
+    except LockError:
+        return False
+    return True
