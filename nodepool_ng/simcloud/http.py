@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import urllib.parse
@@ -210,6 +211,13 @@ class CloudHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.host = str(address[0])
         self.port = int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-request (a launcher killed, a timeout) is normal for a
+        # cloud; anything else is still printed as socketserver does.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def serve_in_thread(server: CloudHTTPServer) -> threading.Thread:
