@@ -78,6 +78,7 @@ class PoolContext:
     _cloud: tuple[float, Quota] | None = None
     _last_free: float = 0.0
     _refreshing: bool = False
+    _quota_unreadable: bool = False  # the last read failed (logged once)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- identity --------------------------------------------------------------------------
@@ -265,8 +266,16 @@ class PoolContext:
             unmanaged = q.unmanaged_usage(self.adapter.list_instances(), self.provider.name, known)
             headroom = q.cloud_headroom(limits, unmanaged)
         except Exception as e:
-            log.warning("%s: cannot read cloud quota: %s", self.pool_id, e)
+            # Once per outage: the driver backs off, so each TTL would repeat the same line.
+            if not self._quota_unreadable:
+                log.warning("%s: cannot read cloud quota (using the last known): %s",
+                            self.pool_id, e)
+            self._quota_unreadable = True
             headroom = self._cloud[1] if self._cloud else Quota()
+        else:
+            if self._quota_unreadable:
+                log.info("%s: cloud quota readable again", self.pool_id)
+            self._quota_unreadable = False
         self._cloud = (now, headroom)
         with self._lock:
             self._refreshing = False
