@@ -10,7 +10,10 @@ requests served by a node that was already READY when the request was written ("
 scenario b's goal), the p50 of request->`pending` ("accepted"), requests/s, CPU seconds of
 the launcher, simcloud and the bench client, and the launcher's RSS.
 
-    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d,r,s,sr]
+    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d,r,s,sr,w]
+
+Scenario w is different: pools full, requests waiting; it prints the launcher's CPU while
+nothing changes (it should sleep).
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "sr": {"desc": "30 one-node requests one at a time, static host x 2 slots", "providers": 1,
            "max_servers": 0, "count": 30, "labels": ["a"], "min_ready": 0, "static_slots": 2,
            "serial": True},
+    # Full pools: `count` nodes held in use, then `waiting` requests that cannot be served.
+    # Nothing changes, so the launcher should sleep: its CPU over `window` seconds.
+    "w": {"desc": "pools full (2 providers x max-servers 5 in use), 50 requests waiting",
+          "providers": 2, "max_servers": 5, "count": 10, "labels": ["a"], "min_ready": 0,
+          "waiting": 50, "window": 10.0},
 }
 
 
@@ -178,6 +186,42 @@ class Sampler(threading.Thread):
         return float(t.user + t.system)
 
 
+def measure_waiting(name: str, sc: dict[str, Any], kz: KazooClient, zk: ZooKeeperServer,
+                    samplers: list[Sampler]) -> dict:
+    """Fill the pools with nodes held in use, write requests that must wait, let the
+    launcher settle, then measure its CPU and ZooKeeper traffic while nothing changes."""
+    held: list[Lock] = []
+    rids = [kz.create("/nodepool/requests/200-", zuul_request(sc["labels"]),
+                      sequence=True).rsplit("/", 1)[-1] for _ in range(sc["count"])]
+    deadline = time.monotonic() + 120
+    for rid in rids:
+        while (req := json.loads(kz.get(f"/nodepool/requests/{rid}")[0]))["state"] not in (
+                "fulfilled", "failed"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"request {rid} not served")
+            time.sleep(0.05)
+        for nid in req["nodes"]:  # held in use, as by a long job
+            lock = Lock(kz, f"/nodepool/nodes/{nid}/lock")
+            lock.acquire(timeout=10)
+            held.append(lock)
+            data = json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
+            data["state"] = "in-use"
+            kz.set(f"/nodepool/nodes/{nid}", json.dumps(data).encode())
+        kz.delete(f"/nodepool/requests/{rid}")
+    for _ in range(sc["waiting"]):
+        kz.create("/nodepool/requests/200-", zuul_request(sc["labels"]), sequence=True)
+    time.sleep(3.0)  # accepts, pauses, yields settle
+    cpu0, packets0 = sum(sm.cpu() for sm in samplers), zk_packets_received(zk)
+    time.sleep(sc["window"])
+    cpu = sum(sm.cpu() for sm in samplers) - cpu0
+    packets = zk_packets_received(zk) - packets0
+    for lock in held:
+        lock.release()
+    return {"scenario": name, "desc": sc["desc"], "waiting": sc["waiting"],
+            "cpu_pct": 100.0 * cpu / sc["window"], "zk_per_s": packets / sc["window"],
+            "rss_mb": max(sm.proc.memory_info().rss for sm in samplers) / 2**20}
+
+
 def run_scenario(
     name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None,
     debug: bool = False, split: bool = False,
@@ -272,6 +316,8 @@ def run_scenario(
                  # --gil: samples of the thread holding the GIL, i.e. where CPU goes
                  "--nonblocking", "--gil", "-r", "200"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if sc.get("waiting"):
+            return measure_waiting(name, sc, kz, zk, samplers)
         cpu0 = sum(sm.cpu() for sm in samplers)
         sim_cpu0 = sum(sim_ps.cpu_times()[:2])
         me_cpu0 = sum(me.cpu_times()[:2])
@@ -400,6 +446,12 @@ def main() -> int:
                 res = run_scenario(name, SCENARIOS[name], zk, work, args.profile, args.debug,
                                    args.split)
                 results.append(res)
+                if "waiting" in res:
+                    print(f"({res['scenario']}) {res['desc']}: launcher CPU "
+                          f"{res['cpu_pct']:.2f}% of a core, ZooKeeper requests "
+                          f"{res['zk_per_s']:.1f}/s (all clients), RSS {res['rss_mb']:.0f} MB",
+                          flush=True)
+                    continue
                 ready = (f"ready p50 {res['ready_p50'] * 1000:.0f} ms "
                          f"({res['from_ready']} from a ready node), "
                          if res["ready_p50"] is not None else "")
