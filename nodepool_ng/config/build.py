@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nodepool_ng.config import inherit
 from nodepool_ng.config.models import (
@@ -29,6 +29,7 @@ from nodepool_ng.config.models import (
     ZooKeeperTLSConfig,
     default_connection_port,
 )
+from nodepool_ng.drivers import registry
 
 T = TypeVar("T")
 Raw = Mapping[str, Any]
@@ -117,6 +118,7 @@ def _strings(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def build_provider(raw: Raw) -> ProviderConfig:
+    """The core's provider model (OpenStack and static providers; their driver entries)."""
     pools = tuple(build_pool(pool) for pool in raw.get("pools") or [])
     diskimages = tuple(
         _make(ProviderDiskImageConfig, image, **_connection_port(image))
@@ -142,7 +144,16 @@ def build_provider(raw: Raw) -> ProviderConfig:
 def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> Config:
     """`secure_env`: diskimage name -> env-vars from the secure file (merged last)."""
     labels = {label["name"]: _make(LabelConfig, label) for label in raw.get("labels") or []}
-    providers = {p["name"]: build_provider(p) for p in raw.get("providers") or []}
+    # Other drivers' models (AwsProviderConfig) offer the members of ProviderConfig the core
+    # reads; Config.providers stays typed ProviderConfig until the core's signatures
+    # (poolctx, runner, builder context, cleanup) take models.AnyProviderConfig.
+    providers = {
+        p["name"]: cast(
+            ProviderConfig,
+            registry.get(p.get("driver", registry.DEFAULT_DRIVER)).build_provider(p),
+        )
+        for p in raw.get("providers") or []
+    }
     tenants = {
         t["tenant-name"]: TenantResourceLimitConfig(
             tenant_name=t["tenant-name"],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodepool_ng.config import inherit
 from nodepool_ng.config.build import static_node_labels
+from nodepool_ng.drivers import registry
 
 if TYPE_CHECKING:
     from nodepool_ng.config.models import Config
@@ -87,7 +88,36 @@ def _diskimage_ref_error(name: str, diskimages: Mapping[str, bool]) -> str | Non
     return None
 
 
+def check_references(index: int, provider: Raw, raw: Raw) -> Errors:
+    """What every driver's provider needs of its names (for drivers whose pools list
+    `labels` and which may have `diskimages` / `cloud-images`): no duplicate pools, pool
+    labels, diskimages or cloud-images; pool labels are in `labels`; provider diskimages
+    name buildable top-level diskimages."""
+    path = f"providers[{index}]"
+    diskimages = _buildable_diskimages(raw)
+    labels = {label["name"] for label in raw.get("labels") or []}
+    errors: Errors = []
+    images = provider.get("diskimages") or []
+    errors += _duplicates(images, f"{path}.diskimages", "diskimage")
+    for j, image in enumerate(images):
+        if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
+            errors.append((f"{path}.diskimages[{j}].name", msg))
+    errors += _duplicates(provider.get("cloud-images") or [], f"{path}.cloud-images",
+                          "cloud-image")
+    pools = provider.get("pools") or []
+    errors += _duplicates(pools, f"{path}.pools", "pool")
+    for j, pool in enumerate(pools):
+        pool_labels = pool.get("labels") or []
+        errors += _duplicates(pool_labels, f"{path}.pools[{j}].labels", "label")
+        for k, label in enumerate(pool_labels):
+            if label["name"] not in labels:
+                errors.append((f"{path}.pools[{j}].labels[{k}].name",
+                               f"unknown label {label['name']!r} (not in labels)"))
+    return errors
+
+
 def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
+    """The checks of an OpenStack or static provider (the core's ProviderConfig)."""
     path = f"providers[{index}]"
     diskimages = _buildable_diskimages(raw)
     labels = {label["name"] for label in raw.get("labels") or []}
@@ -221,7 +251,8 @@ def check_config(raw: Raw) -> Errors:
     )
     errors += check_diskimages(raw)
     for i, provider in enumerate(raw.get("providers") or []):
-        errors += check_provider(i, provider, raw)
+        driver = registry.get(provider.get("driver", registry.DEFAULT_DRIVER))
+        errors += driver.check_provider(i, provider, raw)
     return errors
 
 

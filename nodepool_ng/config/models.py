@@ -8,9 +8,11 @@ tells whether a provider changed. Lists are tuples; dicts are plain dicts typed 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from nodepool_ng.drivers import registry
 from nodepool_ng.model.quota import CORES, INSTANCES, RAM, Quota
 
 VOLUMES = "volumes"
@@ -237,8 +239,8 @@ class PoolConfig:
 @dataclass(frozen=True)
 class ProviderConfig:
     name: str
-    cloud: str = ""  # required for openstack (schema); static providers have none
-    driver: str = "openstack"
+    cloud: str = ""  # required by the OpenStack schema; static providers have none
+    driver: str = registry.DEFAULT_DRIVER
     region_name: str | None = None
     boot_timeout: int = 60
     launch_timeout: int = 3600
@@ -263,8 +265,8 @@ class ProviderConfig:
 
     @property
     def launches_servers(self) -> bool:
-        """False for the static driver: its nodes are registered hosts, never booted."""
-        return self.driver != "static"
+        """False when the driver's nodes are registered hosts, never booted (static)."""
+        return registry.get(self.driver).launches_servers
 
     def pool_priority(self, pool: PoolConfig) -> int:
         return self.priority if pool.priority is None else pool.priority
@@ -293,6 +295,26 @@ class ProviderConfig:
     def rate_limit(self) -> float:
         """Requests per second for openstacksdk's `rate_limit` (upstream passes 1/rate)."""
         return 1.0 / self.rate
+
+
+class AnyProviderConfig(Protocol):
+    """What every driver's provider model offers the core (ProviderConfig, and each
+    driver's own model such as drivers/aws/config.py's AwsProviderConfig)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def driver(self) -> str: ...
+    @property
+    def pools(self) -> Sequence[Any]: ...
+    @property
+    def diskimages(self) -> Sequence[Any]: ...
+    @property
+    def launches_servers(self) -> bool: ...
+    @property
+    def label_names(self) -> frozenset[str]: ...
+    def pools_for_label(self, label_name: str) -> Sequence[Any]: ...
+    def diskimage(self, name: str) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,8 @@ from typing import Any
 
 import voluptuous as v
 
+from nodepool_ng.drivers import registry
 from nodepool_ng.errors import ConfigError
-
-SUPPORTED_DRIVERS = ("openstack", "static")
 
 
 def _int(value: Any) -> int:
@@ -159,7 +158,7 @@ SECURE = v.Schema(
     }
 )
 
-# --- openstack provider --------------------------------------------------------------------
+# --- openstack provider (drivers/openstack/driver.py) -------------------------------------
 
 COMMON_PROVIDER = {
     v.Required("name"): str,
@@ -251,7 +250,7 @@ OPENSTACK_PROVIDER = v.Schema(
     }
 )
 
-# --- static provider (hosts that exist already; spec §3.3) ----------------------------------
+# --- static provider (drivers/static/driver.py; spec §3.3) ----------------------------------
 
 STATIC_NODE = {
     v.Required("name"): str,
@@ -275,7 +274,7 @@ STATIC_PROVIDER = v.Schema(
     }
 )
 
-PROVIDER_SCHEMAS: dict[str, v.Schema] = {"openstack": OPENSTACK_PROVIDER, "static": STATIC_PROVIDER}
+# Which schema checks a provider is the registry's business (`drivers/registry.py`).
 
 
 # --- turning voluptuous errors into ConfigError paths ---------------------------------------
@@ -322,14 +321,14 @@ def check(
 
 def provider_errors(index: int, provider: dict[str, Any]) -> list[tuple[str, str]]:
     """Check one provider with its driver's schema. Unknown drivers are an error."""
-    driver = provider.get("driver", "openstack")
-    schema = PROVIDER_SCHEMAS.get(driver) if isinstance(driver, str) else None
-    if schema is None:
-        supported = ", ".join(SUPPORTED_DRIVERS)
+    driver = provider.get("driver", registry.DEFAULT_DRIVER)
+    entry = registry.find(driver)
+    if entry is None:
+        supported = ", ".join(sorted(registry.names()))
         return [
             (f"providers[{index}].driver", f"unknown driver {driver!r} (supported: {supported})")
         ]
-    return check(schema, provider, ("providers", index))
+    return check(entry.schema, provider, ("providers", index))
 
 
 def raise_errors(errors: list[tuple[str, str]]) -> None:

@@ -459,8 +459,8 @@ ERROR_CASES = [
     (_set("labels.0.min-ready", "two"), "labels[0].min-ready: expected int"),
     (_set("labels.0.min-ready", True), "labels[0].min-ready: expected int"),
     (
-        _set("providers.0.driver", "aws"),
-        "providers[0].driver: unknown driver 'aws' (supported: openstack, static)",
+        _set("providers.0.driver", "gce"),  # aws is a driver since the registry (issue 9)
+        "providers[0].driver: unknown driver 'gce' (supported: aws, openstack, static)",
     ),
     (_set("providers.0.cloud", DELETE), "providers[0].cloud: required key not provided"),
     (_set("providers.0.name", DELETE), "providers[0].name: required key not provided"),

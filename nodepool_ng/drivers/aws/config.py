@@ -235,6 +235,12 @@ class AwsProviderDiskImageConfig:
 
     config_drive: None = None  # read by the launcher core; no meaning on AWS
 
+    @property
+    def meta(self) -> Mapping[str, str]:
+        """What the builder adds to the upload's metadata (OpenStack's `meta`): nothing;
+        the adapter tags the snapshot and AMI with `tags` itself."""
+        return {}
+
 
 @dataclass(frozen=True)
 class AwsIamInstanceProfile:

@@ -1,5 +1,22 @@
-"""The OpenStack driver (openstacksdk)."""
+"""The OpenStack driver (openstacksdk).
 
-from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter, load_cloud_region
+The adapter (and with it openstacksdk) is imported on first use, so that loading the
+driver's registry entry (`driver.py`) to validate a config stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter, load_cloud_region
 
 __all__ = ["OpenStackAdapter", "load_cloud_region"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from nodepool_ng.drivers.openstack import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
