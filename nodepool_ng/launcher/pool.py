@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from nodepool_ng.drivers import static as static_driver
+from nodepool_ng.drivers import registry
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.launcher.assignment import (
     Action,
@@ -180,7 +180,8 @@ class PoolWorker(Worker):
         for node in [n for n in self.ctx.zk.nodes() if n.id in claimed]:
             node_id = node.id or ""
             host = self.ctx.static_host(node)
-            if host is not None and not static_driver.is_alive(host):
+            is_alive = registry.get(self.ctx.provider.driver).is_alive
+            if host is not None and is_alive is not None and not is_alive(host):
                 self._deregister_dead(node_id)
                 alive = False
         return alive

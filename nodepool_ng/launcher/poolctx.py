@@ -21,6 +21,7 @@ from nodepool_ng.config.models import (
     ProviderConfig,
     StaticNodeConfig,
 )
+from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import (
     META_NODE_ID,
     META_POOL_NAME,
@@ -32,7 +33,6 @@ from nodepool_ng.launcher import quota as q
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.ledger import PoolLedger
 from nodepool_ng.launcher.runner import LaunchOptions, ProviderRunner
-from nodepool_ng.launcher.static import host_id
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.tenant_limits import TenantLimiter
 from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
@@ -97,7 +97,8 @@ class PoolContext:
 
     def static_host(self, node: Node) -> StaticNodeConfig | None:
         """The configured host behind a node of this (static) pool."""
-        return next((h for h in self.pool.nodes if h.identity == host_id(node)), None)
+        node_host = registry.get(self.provider.driver).node_host
+        return node_host(self.pool, node) if node_host is not None else None
 
     # -- images and specs ------------------------------------------------------------------
     def image_for(self, label: PoolLabelConfig) -> ImageInfo | None:

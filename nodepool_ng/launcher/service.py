@@ -26,8 +26,8 @@ from typing import Any
 import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
+from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import ProviderAdapter
-from nodepool_ng.drivers.static import StaticAdapter
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.events import LauncherEvents, start_launcher_events
 from nodepool_ng.launcher.assignment import PoolInfo
@@ -37,7 +37,6 @@ from nodepool_ng.launcher.min_ready import MinReadyWorker
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.session import SessionAwarePoolWorker
-from nodepool_ng.launcher.static import StaticRegistrar
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
@@ -61,6 +60,7 @@ class LauncherOptions:
 
     hostname: str = field(default_factory=socket.getfqdn)
     clouds_yaml: str | None = None  # else openstacksdk's search (OS_CLIENT_CONFIG_FILE, ...)
+    endpoint_url: str | None = None  # a cloud endpoint override (registry.AdapterOptions)
     runner_poll: float = 0.05  # while launches/deletes are in flight
     adapter_poll: float = 0.2  # server-list refresh while launches are in flight (lazy)
     pool_interval: float = 30.0  # safety net; pool workers are woken by watches
@@ -90,7 +90,7 @@ class _Provider:
     adapter: ProviderAdapter
     runner: ProviderRunner
     pools: dict[str, _Pool] = field(default_factory=dict)
-    registrar: StaticRegistrar | None = None  # static providers: keeps hosts registered
+    registrar: Worker | None = None  # drivers of registered hosts (static): keeps them so
 
 
 class Launcher:
@@ -107,7 +107,8 @@ class Launcher:
         unknown = sorted((self.options.providers or frozenset()) - set(self.config.providers))
         if unknown:
             raise ConfigError(f"providers {unknown} are not in {config_path}", "providers")
-        self._adapter_factory = adapter_factory or self._openstack_adapter
+        # A test's factory replaces the registry's for drivers that launch servers.
+        self._adapter_factory = adapter_factory
         self.stats = LauncherStats()
         self.providers: dict[str, _Provider] = {}
         self._lock = threading.RLock()
@@ -231,19 +232,23 @@ class Launcher:
         return self._stopped.wait(timeout)
 
     # -- providers -------------------------------------------------------------------------
-    def _openstack_adapter(self, provider: ProviderConfig) -> ProviderAdapter:
-        from nodepool_ng.drivers.openstack import OpenStackAdapter
-
-        return OpenStackAdapter(
-            provider, clouds_yaml=self.options.clouds_yaml, poll_interval=self.options.adapter_poll
+    def _make_adapter(self, driver: registry.Driver, provider: ProviderConfig) -> ProviderAdapter:
+        if self._adapter_factory is not None and driver.launches_servers:
+            return self._adapter_factory(provider)
+        options = registry.AdapterOptions(
+            clouds_yaml=self.options.clouds_yaml,
+            poll_interval=self.options.adapter_poll,
+            endpoint_url=self.options.endpoint_url,
         )
+        return driver.make_adapter(provider, options)
 
     def _start_provider(self, pcfg: ProviderConfig) -> None:
-        if pcfg.driver not in ("openstack", "static"):
+        driver = registry.find(pcfg.driver)
+        if driver is None:
             log.error("Provider %s: driver %s is not supported; skipped", pcfg.name, pcfg.driver)
             return
         try:
-            adapter = StaticAdapter() if pcfg.driver == "static" else self._adapter_factory(pcfg)
+            adapter = self._make_adapter(driver, pcfg)
         except Exception as e:
             # Upstream skips a provider whose manager cannot start; others keep working.
             log.error("Provider %s could not start: %s", pcfg.name, e)
@@ -297,8 +302,8 @@ class Launcher:
             self.registry.register(component)
             provider.pools[pool_cfg.name] = _Pool(ctx, worker, component)
             worker.start()
-        if not pcfg.launches_servers:
-            provider.registrar = StaticRegistrar(
+        if driver.make_registrar is not None:
+            provider.registrar = driver.make_registrar(
                 pcfg, self.zk, self.options.cleanup_interval, self._zk_paused)
             provider.registrar.start()
         with self._lock:
@@ -479,11 +484,11 @@ class Launcher:
         self._wake_pools()
         self.deleter.wake()
         self.min_ready.wake()
-        if node is None:  # a static node's record gone: its host's slot is free again
+        if node is None:  # a registered host's node record gone: its slot is free again
             for registrar in self._registrars():
                 registrar.wake()
 
-    def _registrars(self) -> list[StaticRegistrar]:
+    def _registrars(self) -> list[Worker]:
         with self._lock:
             return [p.registrar for p in self.providers.values() if p.registrar is not None]
 
