@@ -63,14 +63,12 @@ def provider_adapter(config: Any, provider_name: str, clouds_yaml: str | None = 
     openstacksdk finds clouds.yaml as usual (OS_CLIENT_CONFIG_FILE, ~/.config/openstack,
     /etc/openstack) unless `clouds_yaml` names one.
     """
-    from nodepool_ng.drivers.openstack import OpenStackAdapter
-    from nodepool_ng.drivers.static import StaticAdapter
+    from nodepool_ng.drivers import registry
 
     provider = config.providers[provider_name]
-    if provider.driver == "static":
-        return StaticAdapter()  # nothing in a cloud: deleting is removing the record
+    options = registry.AdapterOptions(clouds_yaml=clouds_yaml, poll_interval=0.5)
     try:
-        return OpenStackAdapter(provider, clouds_yaml=clouds_yaml, poll_interval=0.5)
+        return registry.get(provider.driver).make_adapter(provider, options)
     except NodepoolError as e:
         raise AdminError(
             f"provider {provider_name}: {e} (point at the right clouds.yaml with "

@@ -28,6 +28,7 @@ from nodepool_ng.builder.context import AdapterFactory, BuilderContext, ImageAda
 from nodepool_ng.builder.upload import UploadBackoff, UploadOutcome, UploadWorker
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.config.watcher import ConfigWatcher
+from nodepool_ng.drivers import registry
 from nodepool_ng.errors import ConfigError, NodepoolError
 from nodepool_ng.events import BuilderEvents, start_builder_events
 from nodepool_ng.model.component import BuilderComponent, ComponentState
@@ -322,7 +323,7 @@ class Builder:
         out: dict[str, tuple[ProviderConfig, ImageAdapter]] = {}
         for name, provider in config.providers.items():
             # Also providers without diskimages: their old uploads must still be deleted.
-            if provider.driver != "openstack":
+            if registry.get(provider.driver).make_image_adapter is None:
                 continue
             old = self._adapters.get(name)
             if old is not None and old[0] == provider:
@@ -345,7 +346,9 @@ class Builder:
 def default_adapter_factory(
     provider: ProviderConfig, clouds_yaml: str | None = None
 ) -> ImageAdapter:
-    """The provider's openstacksdk adapter (the builder only uses its image methods)."""
-    from nodepool_ng.drivers.openstack import OpenStackAdapter
-
-    return OpenStackAdapter(provider, clouds_yaml=clouds_yaml)
+    """The provider's image adapter from its driver's registry entry (the builder only uses
+    image methods). Only for drivers with images (`make_image_adapter`)."""
+    make = registry.get(provider.driver).make_image_adapter
+    if make is None:
+        raise ConfigError(f"provider {provider.name}: driver {provider.driver} has no images")
+    return make(provider, registry.AdapterOptions(clouds_yaml=clouds_yaml))

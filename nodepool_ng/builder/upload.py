@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nodepool_ng.builder import formats, policy
 from nodepool_ng.builder.context import BuilderContext, ImageAdapter
 from nodepool_ng.config.models import Config, DiskImageConfig, ProviderConfig
+from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import META_BUILD_ID, META_PROVIDER_NAME, META_UPLOAD_ID
 from nodepool_ng.errors import LockError, NodepoolError, ZooKeeperError
 from nodepool_ng.model.image import ImageBuild, ImageUpload, UploadState
@@ -100,6 +101,14 @@ def upload_metadata(
     meta[META_UPLOAD_ID] = upload_id
     meta[META_PROVIDER_NAME] = provider.name
     return meta
+
+
+def upload_extra(provider: ProviderConfig, image: DiskImageConfig) -> dict[str, str]:
+    """Extra `upload_image` arguments the provider's driver takes: `diskimage=` (the
+    provider diskimage's name, for its per-image settings) where its registry entry says so."""
+    if registry.get(provider.driver).upload_diskimage_arg:
+        return {"diskimage": image.name}
+    return {}
 
 
 class UploadWorker(Worker):
@@ -260,6 +269,7 @@ class UploadWorker(Worker):
                 float(provider.image_upload_timeout),
                 md5=md5,
                 sha256=sha256,
+                **upload_extra(provider, image),
             )
         except (NodepoolError, OSError) as e:
             error = f"{type(e).__name__}: {e}"

@@ -226,6 +226,7 @@ class BuildWatcher:
 
 
 def cmd_alien_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
+    from nodepool_ng.drivers import registry
     from nodepool_ng.drivers.base import META_BUILD_ID
     from nodepool_ng.statusdata import provider_adapter
 
@@ -237,8 +238,8 @@ def cmd_alien_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
             raise CommandError(f"provider {args.provider!r} is not in {ctx.config_path}")
         names = [args.provider]
     for name in names:
-        if getattr(ctx.config.providers[name], "driver", "openstack") != "openstack":
-            continue
+        if registry.get(ctx.config.providers[name].driver).make_image_adapter is None:
+            continue  # a driver without images has no alien ones
         adapter = provider_adapter(ctx.config, name, ctx.clouds_yaml)
         try:
             for res in adapter.list_resources():

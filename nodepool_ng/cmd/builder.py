@@ -54,8 +54,9 @@ def setup_logging(args: argparse.Namespace) -> None:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # openstacksdk / keystoneauth are chatty at DEBUG.
-    for name in ("keystoneauth", "openstack", "urllib3", "kazoo", "apscheduler"):
+    # openstacksdk / keystoneauth / boto3 are chatty at DEBUG (library loggers).
+    for name in ("keystoneauth", "openstack", "urllib3", "kazoo", "apscheduler", "boto3",
+                 "botocore"):
         logging.getLogger(name).setLevel(logging.WARNING if not args.debug else logging.INFO)
 
 

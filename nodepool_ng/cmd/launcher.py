@@ -64,7 +64,9 @@ def setup_logging(args: argparse.Namespace) -> None:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kazoo", "openstack", "keystoneauth", "urllib3", "paramiko", "stevedore"):
+    # Library loggers (openstacksdk, boto3), not driver names.
+    for noisy in ("kazoo", "openstack", "keystoneauth", "urllib3", "paramiko", "stevedore",
+                  "boto3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
