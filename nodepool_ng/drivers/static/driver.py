@@ -21,14 +21,14 @@ def make_adapter(provider: Any, options: AdapterOptions) -> ProviderAdapter:
 
 def make_registrar(provider: Any, zk: Any, interval: float,
                    paused: Callable[[], bool]) -> Worker:
-    from nodepool_ng.launcher.static import StaticRegistrar
+    from nodepool_ng.drivers.static.registrar import StaticRegistrar
 
     return StaticRegistrar(provider, zk, interval, paused)
 
 
 def node_host(pool: PoolConfig, node: Node) -> StaticNodeConfig | None:
     """The configured host behind a node of a static pool."""
-    from nodepool_ng.launcher.static import host_id
+    from nodepool_ng.drivers.static.registrar import host_id
 
     return next((h for h in pool.nodes if h.identity == host_id(node)), None)
 
