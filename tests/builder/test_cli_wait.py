@@ -71,6 +71,14 @@ def test_wait_survives_a_failed_attempt(
     argv = ["-c", str(config), "image-build", "debian", "--wait", "--timeout", "60"]
     cli = threading.Thread(target=lambda: result.append(admin.main(argv)))
     cli.start()
+    printed: list[str] = []
+
+    def cli_saw_the_failure() -> bool:
+        # The cloud keeps failing until the CLI has shown a failed attempt: a loaded machine
+        # may let the CLI's poll miss a failed record that a quick retry replaced.
+        printed.append(capsys.readouterr().out)
+        return f"upload to {BROKEN}: failed (attempt" in "".join(printed)
+
     try:
         wait_for(
             lambda: [
@@ -80,16 +88,18 @@ def test_wait_survives_a_failed_attempt(
             ],
             what="a failed upload attempt of the new build",
         )
+        wait_for(cli_saw_the_failure, what="the CLI showing the failed attempt", timeout=45)
         clouds.admin(BROKEN).set_faults(error_rate={"image": 0.0})
     finally:
         cli.join(60)
     out = capsys.readouterr()
+    text = "".join(printed) + out.out
     assert result == [0], out.err
-    assert f"upload to {BROKEN}: failed (attempt 1)" in out.out
-    assert "the builder retries" in out.out
+    assert f"upload to {BROKEN}: failed (attempt 1)" in text
+    assert "the builder retries" in text
     for cloud in THREE_CLOUDS:
-        assert f"upload to {cloud}: ready" in out.out
-    assert "built and uploaded" in out.out
+        assert f"upload to {cloud}: ready" in text
+    assert "built and uploaded" in text
 
 
 def test_wait_times_out_naming_the_failing_provider(
