@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from nodepool_ng.builder import formats
 from nodepool_ng.builder.stats import BuilderStats
 from nodepool_ng.config.models import Config, DiskImageConfig, ProviderConfig
+from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import ImageAdapter
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -129,11 +130,12 @@ class BuilderContext:
         return config.images_dir
 
     def providers_of(self, config: Config, image: str) -> list[ProviderConfig]:
-        """Providers (by name) that upload `image`."""
+        """Providers (by name) that upload `image`: their driver has images to upload."""
         return [
             p
             for _, p in sorted(config.providers.items())
-            if p.driver == "openstack" and p.diskimage(image) is not None
+            if registry.get(p.driver).make_image_adapter is not None
+            and p.diskimage(image) is not None
         ]
 
     def provider_format(self, provider: str) -> str | None:
