@@ -17,9 +17,9 @@ from kazoo.recipe.lock import Lock
 
 from nodepool_ng.cmd.admin import main as admin_main
 from nodepool_ng.config.build import build_provider
+from nodepool_ng.drivers.static.registrar import StaticRegistrar
 from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.service import Launcher
-from nodepool_ng.launcher.static import StaticRegistrar
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.nodes import NodeStore

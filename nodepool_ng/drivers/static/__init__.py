@@ -1,7 +1,7 @@
 """The static driver: hosts that already exist (spec §3.3). Nothing is booted or deleted.
 
 The launcher registers each configured host as READY nodes (one per `max-parallel-jobs`
-slot, `launcher/static.py`) and hands them out like any ready node; a used node's record is
+slot, `drivers/static/registrar.py`) and hands them out like any ready node; a used node's record is
 deleted and the host registered afresh. This module is the cloud side of that: an adapter
 whose launches never happen and whose deletes are immediate, plus the two host checks
 upstream makes: at registration (reachable, host keys) and before a node is handed out
