@@ -1,0 +1,145 @@
+"""Driver conformance (issue 9): the behaviours the core relies on, each test run once per
+driver (`dut`, conftest.py) against that driver's real server. A behaviour a driver does not
+have (by its registry entry) is skipped with the reason."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nodepool_ng.drivers.base import (
+    META_BUILD_ID,
+    META_NODE_ID,
+    META_POOL_NAME,
+    META_PROVIDER_NAME,
+    META_UPLOAD_ID,
+)
+from nodepool_ng.errors import LaunchError, QuotaExceeded
+from tests.drivers.conformance.conftest import LOG, POOL, PROVIDER, DriverUnderTest
+from tests.fixtures.ports import free_port
+
+
+def test_launch(dut: DriverUnderTest) -> None:
+    """A create machine ends in a ready Instance with an address to reach it and the nodepool
+    metadata, on the Instance and in the cloud. A driver of registered hosts instead has its
+    host pass the check before hand-out (`is_alive`)."""
+    if not dut.entry.launches_servers:
+        assert dut.entry.is_alive is not None, "a driver of registered hosts checks them"
+        assert dut.entry.is_alive(dut.host) is True  # the real sshd answers
+        machine = dut.adapter.get_create_state_machine(dut.spec("0000000001"), LOG)
+        with pytest.raises(LaunchError):  # and it never boots anything
+            dut.drive(machine)
+        return
+    instance = dut.create("0000000001")
+    assert instance.status == "ready"
+    assert instance.interface_ip
+    assert instance.node_id == "0000000001" and instance.provider_name == PROVIDER
+    assert dut.cloud_metadata is not None
+    stored = dut.cloud_metadata(instance.external_id)
+    assert stored[META_NODE_ID] == "0000000001"
+    assert stored[META_POOL_NAME] == POOL and stored[META_PROVIDER_NAME] == PROVIDER
+    listed = dut.listed()[instance.external_id]
+    assert listed.node_id == "0000000001" and listed.provider_name == PROVIDER
+
+
+def test_launch_of_a_dead_registered_host_is_refused(dut: DriverUnderTest) -> None:
+    """The other half of `is_alive` for drivers of registered hosts: nothing listens there."""
+    if dut.entry.launches_servers:
+        pytest.skip(f"{dut.name}: launches servers; no registered hosts to check "
+                    "(registry entry launches_servers=True)")
+    assert dut.entry.is_alive is not None
+    dead = replace(dut.host, connection_port=free_port(dut.host.name), timeout=1)
+    assert dut.entry.is_alive(dead) is False
+
+
+def test_delete(dut: DriverUnderTest) -> None:
+    """The delete machine completes and the server is no longer listed; deleting a server
+    that is gone completes too (the deleter may run twice)."""
+    if not dut.entry.launches_servers:
+        # A registered host's node is only a record: its delete completes at once.
+        dut.delete(dut.host.name)
+        assert dut.host.name not in dut.listed()
+        return
+    instance = dut.create("0000000002")
+    dut.delete(instance.external_id)
+    assert instance.external_id not in dut.listed()
+    dut.delete(instance.external_id)
+
+
+def test_quota_refusal(dut: DriverUnderTest) -> None:
+    """A cloud's quota refusal is QuotaExceeded (the node is aborted and relaunched, not
+    counted against launch-retries); once the cloud has room the next create succeeds."""
+    dut.require_launches()
+    assert dut.refuse_quota is not None
+    dut.refuse_quota()
+    machine = dut.adapter.get_create_state_machine(dut.spec("0000000003"), LOG)
+    with pytest.raises(QuotaExceeded):
+        dut.drive(machine)
+    if machine.external_id is not None:
+        dut.delete(machine.external_id)
+    assert not [i for i in dut.listed().values() if i.node_id == "0000000003"]
+    dut.clear_faults()
+    assert dut.create("0000000004").status == "ready"
+
+
+def test_leak_is_listed_and_deleted(dut: DriverUnderTest) -> None:
+    """A server with nodepool metadata naming a node that does not exist (a crashed
+    launcher's) is listed with that node id and provider, which is what the cleanup deletes
+    by; the delete machine then removes it."""
+    dut.require_launches()
+    assert dut.plant_leak is not None
+    node_id = "0000009999"
+    external_id = dut.plant_leak(node_id)
+    listed = dut.listed()
+    assert external_id in listed, f"{dut.name}: the leaked server is not listed"
+    assert listed[external_id].node_id == node_id
+    assert listed[external_id].provider_name == PROVIDER
+    dut.delete(external_id)
+    assert external_id not in dut.listed()
+
+
+def test_launch_failure_then_retry(dut: DriverUnderTest) -> None:
+    """A failed create is LaunchError, not QuotaExceeded (it counts against launch-retries);
+    what it left is deletable by its external_id; a second create succeeds."""
+    dut.require_launches()
+    assert dut.fail_create, f"{dut.name}: no way to make a create fail"
+    for n, (how, inject) in enumerate(dut.fail_create):
+        inject()
+        node_id = f"00000001{n:02d}"
+        machine = dut.adapter.get_create_state_machine(dut.spec(node_id), LOG)
+        with pytest.raises(LaunchError) as info:
+            dut.drive(machine)
+        assert not isinstance(info.value, QuotaExceeded), f"{dut.name}, {how}: {info.value}"
+        dut.clear_faults()
+        if machine.external_id is not None:
+            dut.delete(machine.external_id)
+        assert not [i for i in dut.listed().values() if i.node_id == node_id], how
+        retried = dut.create(f"00000002{n:02d}")
+        assert retried.status == "ready", how
+
+
+def test_image_upload_list_delete(dut: DriverUnderTest,
+                                  small_image: Callable[[str], Path]) -> None:
+    """Where the driver has images: upload a small file in the adapter's `image_format`, see
+    it listed with its nodepool metadata, delete it."""
+    dut.require_images()
+    images = dut.image_adapter()
+    fmt = images.image_format
+    path = small_image(fmt)
+    build_id = uuid.uuid4().hex[:8]
+    meta = {META_BUILD_ID: build_id, META_UPLOAD_ID: "0000000001",
+            META_PROVIDER_NAME: PROVIDER, "nodepool_image_name": "custom"}
+    image_id = images.upload_image(f"custom-{build_id}", str(path), fmt, meta, timeout=60,
+                                   **dut.image_upload_kwargs)
+    assert image_id
+    listed = {r.external_id: r for r in images.list_images()}
+    assert image_id in listed, f"{dut.name}: the uploaded image is not listed"
+    assert listed[image_id].kind == "image"
+    assert listed[image_id].metadata[META_BUILD_ID] == build_id
+    assert listed[image_id].metadata[META_PROVIDER_NAME] == PROVIDER
+    images.delete_image(image_id)
+    assert image_id not in {r.external_id for r in images.list_images()}
