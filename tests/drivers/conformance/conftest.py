@@ -59,8 +59,9 @@ class DriverUnderTest:
 
     - `make_spec(node_id)`: the LaunchSpec the launcher would build for label `small`.
     - `cloud_metadata(external_id)`: the server's metadata/tags as its server stores them.
-    - `refuse_quota()`: make the next creates fail for quota; `fail_create()`: make the next
-      creates fail otherwise (a list: each way is tried); `clear_faults()` undoes both.
+    - `refuse_quota()`: make the next creates fail for quota; `fail_create`: ways to make the
+      next creates fail otherwise (each is tried); `fail_delete()`: make deletes fail;
+      `clear_faults()` undoes them all.
     - `plant_leak(node_id)`: a server made behind nodepool's back, with nodepool metadata.
     - `image_upload_kwargs`: extra `upload_image` arguments (`diskimage=` when the entry's
       `upload_diskimage_arg` says so).
@@ -76,6 +77,7 @@ class DriverUnderTest:
     cloud_metadata: Callable[[str], Mapping[str, str]] | None = None
     refuse_quota: Callable[[], object] | None = None
     fail_create: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
+    fail_delete: Callable[[], object] | None = None
     clear_faults: Callable[[], object] = lambda: None
     plant_leak: Callable[[str], str] | None = None
     image_upload_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -178,7 +180,8 @@ def _simcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCloudFixt
 
 def _reset_faults(sc: SimCloudFixture) -> None:
     admin = sc.admin("sim-a")
-    admin.set_faults(error_rate={"compute": 0.0}, server_error_rate=0.0)
+    admin.set_faults(error_rate={"compute": 0.0}, server_error_rate=0.0,
+                     method_error_rate={"DELETE": 0.0})
     admin.set_quota(instances=-1, cores=-1, ram=-1)
 
 
@@ -235,6 +238,7 @@ def openstack_dut(_simcloud: SimCloudFixture) -> Iterator[DriverUnderTest]:
             ("compute API answers 500", lambda: admin.set_faults(error_rate={"compute": 1.0})),
             ("server ends in ERROR", lambda: admin.set_faults(server_error_rate=1.0)),
         ],
+        fail_delete=lambda: admin.set_faults(method_error_rate={"DELETE": 1.0}),
         clear_faults=lambda: _reset_faults(sc),
         plant_leak=leak,
     )
@@ -308,6 +312,8 @@ def aws_dut(_moto: tuple[MotoServer, FaultProxy],
         cloud_metadata=metadata,
         refuse_quota=fail("InstanceLimitExceeded", 400),
         fail_create=[("RunInstances answers 500 InternalError", fail("InternalError", 500))],
+        fail_delete=lambda: aws.proxy.fail("TerminateInstances", "InternalError",
+                                           "injected by the conformance suite", status=500),
         clear_faults=aws.proxy.clear,
         plant_leak=leak,
         image_upload_kwargs={"diskimage": "custom"} if entry.upload_diskimage_arg else {},

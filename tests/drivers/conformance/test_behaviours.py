@@ -4,6 +4,8 @@ have (by its registry entry) is skipped with the reason."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,9 +20,11 @@ from nodepool_ng.drivers.base import (
     META_PROVIDER_NAME,
     META_UPLOAD_ID,
 )
-from nodepool_ng.errors import LaunchError, QuotaExceeded
+from nodepool_ng.errors import LaunchError, QuotaExceeded, TemporaryCloudError
 from tests.drivers.conformance.conftest import LOG, POOL, PROVIDER, DriverUnderTest
 from tests.fixtures.ports import free_port
+
+NEUTRAL_STATUSES = {"building", "ready", "error", "deleting"}  # Instance.status
 
 
 def test_launch(dut: DriverUnderTest) -> None:
@@ -34,9 +38,21 @@ def test_launch(dut: DriverUnderTest) -> None:
         with pytest.raises(LaunchError):  # and it never boots anything
             dut.drive(machine)
         return
-    instance = dut.create("0000000001")
+    spec = dut.spec("0000000001")
+    assert dut.adapter.get_quota_for_label(spec).get("instances") == 1  # the core's cost
+    woken: list[int] = []
+    machine = dut.adapter.get_create_state_machine(spec, LOG)
+    dut.adapter.set_progress_listener(lambda: woken.append(1))
+    while not machine.complete and not woken:  # the listener is called while it runs
+        machine.advance()
+        time.sleep(0.02)
+    instance = dut.drive(machine)
+    assert woken, f"{dut.name}: the progress listener was never called"
+    assert instance is not None and machine.external_id == instance.external_id
     assert instance.status == "ready"
     assert instance.interface_ip
+    if instance.resources is not None:
+        assert instance.resources.get("instances") == 1
     assert instance.node_id == "0000000001" and instance.provider_name == PROVIDER
     assert dut.cloud_metadata is not None
     stored = dut.cloud_metadata(instance.external_id)
@@ -70,6 +86,23 @@ def test_delete(dut: DriverUnderTest) -> None:
     dut.delete(instance.external_id)
 
 
+def test_delete_failure_then_retry(dut: DriverUnderTest) -> None:
+    """A delete the cloud fails raises TemporaryCloudError (the deleter tries again on its
+    next pass; it neither hangs nor calls the server gone); the next delete machine, once
+    the cloud answers, removes it."""
+    dut.require_launches()
+    assert dut.fail_delete is not None
+    instance = dut.create("0000000006")
+    dut.fail_delete()
+    machine = dut.adapter.get_delete_state_machine(instance.external_id, LOG)
+    with pytest.raises(TemporaryCloudError):
+        dut.drive(machine)
+    dut.clear_faults()
+    assert instance.external_id in dut.listed()
+    dut.delete(instance.external_id)
+    assert instance.external_id not in dut.listed()
+
+
 def test_quota_refusal(dut: DriverUnderTest) -> None:
     """A cloud's quota refusal is QuotaExceeded (the node is aborted and relaunched, not
     counted against launch-retries); once the cloud has room the next create succeeds."""
@@ -93,9 +126,13 @@ def test_leak_is_listed_and_deleted(dut: DriverUnderTest) -> None:
     dut.require_launches()
     assert dut.plant_leak is not None
     node_id = "0000009999"
+    dut.listed()  # a long-lived adapter: its server list was read before the leak appeared
     external_id = dut.plant_leak(node_id)
-    listed = dut.listed()
-    assert external_id in listed, f"{dut.name}: the leaked server is not listed"
+    deadline = time.monotonic() + 10
+    while external_id not in (listed := dut.listed()):
+        assert time.monotonic() < deadline, f"{dut.name}: the leaked server is not listed"
+        time.sleep(0.05)
+    assert listed[external_id].status in NEUTRAL_STATUSES
     assert listed[external_id].node_id == node_id
     assert listed[external_id].provider_name == PROVIDER
     dut.delete(external_id)
@@ -133,13 +170,17 @@ def test_image_upload_list_delete(dut: DriverUnderTest,
     build_id = uuid.uuid4().hex[:8]
     meta = {META_BUILD_ID: build_id, META_UPLOAD_ID: "0000000001",
             META_PROVIDER_NAME: PROVIDER, "nodepool_image_name": "custom"}
+    data = path.read_bytes()  # the builder passes the checksums from its checksum files
     image_id = images.upload_image(f"custom-{build_id}", str(path), fmt, meta, timeout=60,
+                                   md5=hashlib.md5(data).hexdigest(),
+                                   sha256=hashlib.sha256(data).hexdigest(),
                                    **dut.image_upload_kwargs)
     assert image_id
     listed = {r.external_id: r for r in images.list_images()}
     assert image_id in listed, f"{dut.name}: the uploaded image is not listed"
     assert listed[image_id].kind == "image"
     assert listed[image_id].metadata[META_BUILD_ID] == build_id
+    assert listed[image_id].metadata[META_UPLOAD_ID] == "0000000001"
     assert listed[image_id].metadata[META_PROVIDER_NAME] == PROVIDER
     images.delete_image(image_id)
     assert image_id not in {r.external_id for r in images.list_images()}
