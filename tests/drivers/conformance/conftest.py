@@ -65,7 +65,8 @@ class DriverUnderTest:
     - `plant_leak(node_id)`: a server made behind nodepool's back, with nodepool metadata.
     - `image_upload_kwargs`: extra `upload_image` arguments (`diskimage=` when the entry's
       `upload_diskimage_arg` says so).
-    - `host`: the configured host of a driver of registered hosts (static).
+    - `host`, `host_keys`: the configured host of a driver of registered hosts (static),
+      and the keys its sshd offers.
     """
 
     name: str
@@ -82,6 +83,7 @@ class DriverUnderTest:
     plant_leak: Callable[[str], str] | None = None
     image_upload_kwargs: dict[str, Any] = field(default_factory=dict)
     host: Any = None
+    host_keys: list[str] = field(default_factory=list)
     _image_adapters: list[Any] = field(default_factory=list)
 
     # -- what applies, from the registry entry ----------------------------------------------
@@ -349,7 +351,7 @@ def static_dut(_sshd: SshdServer) -> Iterator[DriverUnderTest]:
     (host,) = provider.pool(POOL).nodes
     dut = DriverUnderTest(
         name="static", entry=entry, provider=provider, options=options,
-        adapter=entry.make_adapter(provider, options), host=host,
+        adapter=entry.make_adapter(provider, options), host=host, host_keys=_sshd.host_keys,
         make_spec=lambda node_id: LaunchSpec(
             hostname=f"np{node_id}", node_id=node_id, provider_name=PROVIDER, pool_name=POOL,
             label_name=LABEL, image="",

@@ -21,6 +21,11 @@ from nodepool_ng.drivers.base import (
     META_UPLOAD_ID,
 )
 from nodepool_ng.errors import LaunchError, QuotaExceeded, TemporaryCloudError
+from nodepool_ng.launcher.zkview import StoresView
+from nodepool_ng.model.node import NodeState
+from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.nodes import NodeStore
+from nodepool_ng.zk.requests import RequestStore
 from tests.drivers.conformance.conftest import LOG, POOL, PROVIDER, DriverUnderTest
 from tests.fixtures.ports import free_port
 
@@ -62,14 +67,39 @@ def test_launch(dut: DriverUnderTest) -> None:
     assert listed.node_id == "0000000001" and listed.provider_name == PROVIDER
 
 
-def test_launch_of_a_dead_registered_host_is_refused(dut: DriverUnderTest) -> None:
-    """The other half of `is_alive` for drivers of registered hosts: nothing listens there."""
-    if dut.entry.launches_servers:
-        pytest.skip(f"{dut.name}: launches servers; no registered hosts to check "
-                    "(registry entry launches_servers=True)")
-    assert dut.entry.is_alive is not None
-    dead = replace(dut.host, connection_port=free_port(dut.host.name), timeout=1)
-    assert dut.entry.is_alive(dead) is False
+def test_registered_hosts(dut: DriverUnderTest, request: pytest.FixtureRequest) -> None:
+    """A driver of registered hosts "launches" through its registrar: one pass (real
+    ZooKeeper) registers the sshd host as a READY node with its address and the host keys it
+    offers; `node_host` finds the host behind that node and `is_alive` passes it (and fails
+    it once nothing listens there)."""
+    if dut.entry.make_registrar is None:
+        pytest.skip(f"{dut.name}: no registrar; its nodes are launched "
+                    "(registry entry make_registrar=None)")
+    assert dut.entry.node_host is not None and dut.entry.is_alive is not None
+    zk_chroot = request.getfixturevalue("zk_chroot")  # only drivers with a registrar need it
+    client = ZooKeeperClient(zk_chroot.hosts, operation_timeout=5.0)
+    client.start(timeout=10)
+    nodes = NodeStore(client)
+    try:
+        assert nodes.start_cache(timeout=10)
+        registrar = dut.entry.make_registrar(
+            dut.provider, StoresView(nodes, RequestStore(client), list), 60.0, lambda: False)
+        registrar.run_once()
+        (node,) = nodes.read_all()
+        assert node.state == NodeState.READY
+        assert node.provider == PROVIDER and node.pool == POOL
+        assert node.interface_ip == dut.host.name
+        assert node.connection_port == dut.host.connection_port
+        assert sorted(node.host_keys) == sorted(dut.host_keys)
+        pool = dut.provider.pool(POOL)
+        assert dut.entry.node_host(pool, node) == dut.host
+        assert dut.entry.is_alive(dut.host) is True
+        dead = replace(dut.host, connection_port=free_port(dut.host.name), timeout=1)
+        assert dut.entry.is_alive(dead) is False
+        registrar.on_stop()
+    finally:
+        nodes.stop_cache()
+        client.stop()
 
 
 def test_delete(dut: DriverUnderTest) -> None:
@@ -184,3 +214,4 @@ def test_image_upload_list_delete(dut: DriverUnderTest,
     assert listed[image_id].metadata[META_PROVIDER_NAME] == PROVIDER
     images.delete_image(image_id)
     assert image_id not in {r.external_id for r in images.list_images()}
+    images.delete_image(image_id)  # already gone: the builder's cleanup may ask twice
