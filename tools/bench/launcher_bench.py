@@ -10,7 +10,12 @@ requests served by a node that was already READY when the request was written ("
 scenario b's goal), the p50 of request->`pending` ("accepted"), requests/s, CPU seconds of
 the launcher, simcloud and the bench client, and the launcher's RSS.
 
-    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d,r,s,sr,w]
+    .venv/bin/python tools/bench/launcher_bench.py [--scenarios a,b,c,d,r,s,sr,w] [--cloud aws]
+
+`--cloud aws` runs a cloud scenario (any but s and sr; measured for a) against a real
+`moto_server` (tests/fixtures/moto.py) instead of simcloud: the same number of providers and
+max-servers, as `driver: aws` providers booting one of moto's stock AMIs (by image-id) as
+t3.small; the "simcloud" CPU figure is then moto_server's.
 
 Scenario w is different: pools full, requests waiting; it prints the launcher's CPU while
 nothing changes (it should sleep).
@@ -42,6 +47,7 @@ from kazoo.recipe.lock import Lock
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.moto import REGION, MotoServer  # noqa: E402
 from tests.fixtures.sshd import SshdServer  # noqa: E402
 from tests.fixtures.zookeeper import ZooKeeperServer  # noqa: E402
 
@@ -157,6 +163,42 @@ def start_simcloud(sc: dict[str, Any], work: Path, name: str,
     return proc, clouds_yaml
 
 
+MOTO_AMI = "ami-785db401"  # one of moto's stock AMIs (Ubuntu xenial)
+
+
+def start_moto() -> tuple[MotoServer, dict[str, str]]:
+    """A moto_server process, a key pair in it, and the environment pointing AWS at it."""
+    moto = MotoServer().start()
+    env = {
+        "AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    import boto3
+
+    ec2 = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                region_name=REGION).client("ec2", endpoint_url=moto.url)
+    ec2.create_key_pair(KeyName="bench")
+    return moto, env
+
+
+def aws_providers(sc: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """Scenario `sc`'s providers as `driver: aws` ones (same count and max-servers)."""
+    return [
+        {"name": f"p{i}", "driver": "aws", "region-name": REGION,
+         "rate": 1000,  # calls per second (AWS meaning): as little limiting as simcloud's
+         "cloud-images": [{"name": "debian", "image-id": MOTO_AMI, "username": "ubuntu"}],
+         "pools": [{"name": "main", "max-servers": sc["max_servers"],
+                    "host-key-checking": False,
+                    "labels": [{"name": label, "cloud-image": "debian",
+                                "instance-type": "t3.small", "key-name": "bench"}
+                               for label in labels]}]}
+        for i in range(sc["providers"])
+    ]
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -224,11 +266,24 @@ def measure_waiting(name: str, sc: dict[str, Any], kz: KazooClient, zk: ZooKeepe
 
 def run_scenario(
     name: str, sc: dict[str, Any], zk: ZooKeeperServer, work: Path, profile_dir: str | None,
-    debug: bool = False, split: bool = False,
+    debug: bool = False, split: bool = False, cloud: str = "simcloud",
 ) -> dict:
     chroot = f"/bench_{name}_{int(time.time())}"
-    sim, clouds_yaml = start_simcloud(sc, work, name, debug)
-    sim_ps = psutil.Process(sim.pid)
+    sim: subprocess.Popen | None = None
+    clouds_yaml: Path | None
+    moto: MotoServer | None = None
+    launcher_env = dict(os.environ)
+    if cloud == "aws":
+        if sc.get("static_slots"):
+            raise SystemExit(f"scenario {name} uses the static driver, not a cloud")
+        moto, aws_env = start_moto()
+        launcher_env.update(aws_env)
+        assert moto.proc is not None
+        sim_ps = psutil.Process(moto.proc.pid)
+        clouds_yaml = None  # no OpenStack provider
+    else:
+        sim, clouds_yaml = start_simcloud(sc, work, name, debug)
+        sim_ps = psutil.Process(sim.pid)
     assert zk.process is not None
     zk_ps = psutil.Process(zk.process.pid)
     me = psutil.Process()
@@ -247,6 +302,8 @@ def run_scenario(
             for i in range(sc["providers"])
         ],
     }
+    if moto is not None:
+        cfg["providers"] = aws_providers(sc, labels)
     sshd = None
     if sc.get("static_slots"):
         sshd = SshdServer(work / f"sshd-{name}")
@@ -276,9 +333,10 @@ def run_scenario(
         logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "nodepool_ng.cmd.launcher", "-c", str(cfg_path), "-f",
-             "--no-webapp", "--clouds-yaml", str(clouds_yaml), *selection]
+             "--no-webapp", *(["--clouds-yaml", str(clouds_yaml)] if clouds_yaml else []),
+             *selection]
             + (["-d"] if debug else []),
-            stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+            stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=launcher_env)
         procs.append(proc)
         samplers.append(Sampler(proc.pid))
         samplers[-1].start()
@@ -418,7 +476,10 @@ def run_scenario(
             log.close()
         kz.stop()
         kz.close()
-        _stop(sim)
+        if sim is not None:
+            _stop(sim)
+        if moto is not None:
+            moto.stop()
         if sshd is not None:
             sshd.stop()
 
@@ -434,7 +495,10 @@ def main() -> int:
                         help="one launcher process per provider (--provider), not one in all")
     parser.add_argument("--workdir", metavar="DIR",
                         help="keep configs and logs (launcher-<scenario>.log) in DIR")
+    parser.add_argument("--cloud", choices=("simcloud", "aws"), default="simcloud",
+                        help="aws: moto_server and `driver: aws` providers instead of simcloud")
     args = parser.parse_args()
+    cloud_name = "moto_server" if args.cloud == "aws" else "simcloud"
     zk = ZooKeeperServer()
     zk.start()
     results = []
@@ -444,7 +508,7 @@ def main() -> int:
             work.mkdir(parents=True, exist_ok=True)
             for name in args.scenarios.split(","):
                 res = run_scenario(name, SCENARIOS[name], zk, work, args.profile, args.debug,
-                                   args.split)
+                                   args.split, args.cloud)
                 results.append(res)
                 if "waiting" in res:
                     print(f"({res['scenario']}) {res['desc']}: launcher CPU "
@@ -455,11 +519,12 @@ def main() -> int:
                 ready = (f"ready p50 {res['ready_p50'] * 1000:.0f} ms "
                          f"({res['from_ready']} from a ready node), "
                          if res["ready_p50"] is not None else "")
-                print(f"({res['scenario']}) {res['desc']}: p50 {res['p50']:.3f}s "
+                where = " [aws, moto_server]" if args.cloud == "aws" else ""
+                print(f"({res['scenario']}) {res['desc']}{where}: p50 {res['p50']:.3f}s "
                       f"p95 {res['p95']:.3f}s max {res['max']:.3f}s, {ready}"
                       f"accepted p50 {res['accept_p50']:.3f}s, "
                       f"{res['req_per_s']:.1f} req/s, failed {res['failed']}, "
-                      f"CPU s launcher {res['cpu_s']:.1f} simcloud {res['sim_cpu_s']:.1f} "
+                      f"CPU s launcher {res['cpu_s']:.1f} {cloud_name} {res['sim_cpu_s']:.1f} "
                       f"bench {res['bench_cpu_s']:.1f} zookeeper {res['zk_cpu_s']:.1f}, "
                       f"ZooKeeper requests per request {res['zk_per_request']:.0f}, "
                       f"idle RSS {res['idle_rss_mb']:.0f} MB, "
