@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class DriverUnderTest:
 
     - `make_spec(node_id)`: the LaunchSpec the launcher would build for label `small`.
     - `cloud_metadata(external_id)`: the server's metadata/tags as its server stores them.
+    - `raw`: the raw provider dict (`with_raw` builds another adapter from a changed one).
+    - `slow_boot()`: servers take longer than a second to be seen running.
     - `refuse_quota()`: make the next creates fail for quota; `fail_create`: ways to make the
       next creates fail otherwise (each is tried); `fail_delete()`: make deletes fail;
       `clear_faults()` undoes them all.
@@ -71,6 +73,7 @@ class DriverUnderTest:
 
     name: str
     entry: Driver
+    raw: dict[str, Any]
     provider: Any
     options: AdapterOptions
     adapter: ProviderAdapter
@@ -79,6 +82,7 @@ class DriverUnderTest:
     refuse_quota: Callable[[], object] | None = None
     fail_create: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
     fail_delete: Callable[[], object] | None = None
+    slow_boot: Callable[[], object] | None = None
     clear_faults: Callable[[], object] = lambda: None
     plant_leak: Callable[[str], str] | None = None
     image_upload_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +105,14 @@ class DriverUnderTest:
     def spec(self, node_id: str) -> LaunchSpec:
         assert self.make_spec is not None
         return self.make_spec(node_id)
+
+    def with_raw(self, **changes: Any) -> DriverUnderTest:
+        """The same driver on the same server, with a provider from `raw` plus `changes`
+        (its adapter stopped with this one's)."""
+        entry, provider = build(self.name, {**self.raw, **changes})
+        adapter = entry.make_adapter(provider, self.options)
+        self._image_adapters.append(adapter)
+        return replace(self, provider=provider, adapter=adapter, _image_adapters=[])
 
     def image_adapter(self) -> ImageAdapter:
         assert self.entry.make_image_adapter is not None
@@ -185,6 +197,7 @@ def _reset_faults(sc: SimCloudFixture) -> None:
     admin.set_faults(error_rate={"compute": 0.0}, server_error_rate=0.0,
                      method_error_rate={"DELETE": 0.0})
     admin.set_quota(instances=-1, cores=-1, ram=-1)
+    admin.set_boot_delay(0.0, 0.0)
 
 
 def _reset_simcloud(sc: SimCloudFixture) -> None:
@@ -231,7 +244,7 @@ def openstack_dut(_simcloud: SimCloudFixture) -> Iterator[DriverUnderTest]:
         return str(server["id"])
 
     dut = DriverUnderTest(
-        name="openstack", entry=entry, provider=provider, options=options,
+        name="openstack", entry=entry, raw=raw, provider=provider, options=options,
         adapter=entry.make_adapter(provider, options),
         make_spec=lambda node_id: launcher_spec(provider, node_id, "cirros"),
         cloud_metadata=metadata,
@@ -241,6 +254,7 @@ def openstack_dut(_simcloud: SimCloudFixture) -> Iterator[DriverUnderTest]:
             ("server ends in ERROR", lambda: admin.set_faults(server_error_rate=1.0)),
         ],
         fail_delete=lambda: admin.set_faults(method_error_rate={"DELETE": 1.0}),
+        slow_boot=lambda: admin.set_boot_delay(30.0, 0.0),
         clear_faults=lambda: _reset_faults(sc),
         plant_leak=leak,
     )
@@ -308,7 +322,7 @@ def aws_dut(_moto: tuple[MotoServer, FaultProxy],
                                       status=status)
 
     dut = DriverUnderTest(
-        name="aws", entry=entry, provider=provider, options=options,
+        name="aws", entry=entry, raw=raw, provider=provider, options=options,
         adapter=entry.make_adapter(provider, options),
         make_spec=lambda node_id: launcher_spec(provider, node_id, ""),
         cloud_metadata=metadata,
@@ -316,6 +330,7 @@ def aws_dut(_moto: tuple[MotoServer, FaultProxy],
         fail_create=[("RunInstances answers 500 InternalError", fail("InternalError", 500))],
         fail_delete=lambda: aws.proxy.fail("TerminateInstances", "InternalError",
                                            "injected by the conformance suite", status=500),
+        slow_boot=lambda: aws.proxy.delay("DescribeInstances", 1.5),
         clear_faults=aws.proxy.clear,
         plant_leak=leak,
         image_upload_kwargs={"diskimage": "custom"} if entry.upload_diskimage_arg else {},
@@ -350,7 +365,7 @@ def static_dut(_sshd: SshdServer) -> Iterator[DriverUnderTest]:
     options = AdapterOptions()
     (host,) = provider.pool(POOL).nodes
     dut = DriverUnderTest(
-        name="static", entry=entry, provider=provider, options=options,
+        name="static", entry=entry, raw=raw, provider=provider, options=options,
         adapter=entry.make_adapter(provider, options), host=host, host_keys=_sshd.host_keys,
         make_spec=lambda node_id: LaunchSpec(
             hostname=f"np{node_id}", node_id=node_id, provider_name=PROVIDER, pool_name=POOL,

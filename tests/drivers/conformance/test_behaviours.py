@@ -20,7 +20,7 @@ from nodepool_ng.drivers.base import (
     META_PROVIDER_NAME,
     META_UPLOAD_ID,
 )
-from nodepool_ng.errors import LaunchError, QuotaExceeded, TemporaryCloudError
+from nodepool_ng.errors import LaunchError, LaunchTimeout, QuotaExceeded, TemporaryCloudError
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.model.node import NodeState
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -187,6 +187,24 @@ def test_launch_failure_then_retry(dut: DriverUnderTest) -> None:
         assert not [i for i in dut.listed().values() if i.node_id == node_id], how
         retried = dut.create(f"00000002{n:02d}")
         assert retried.status == "ready", how
+
+
+def test_launch_timeout(dut: DriverUnderTest) -> None:
+    """A server not up within `launch-timeout` is LaunchTimeout (a LaunchError, counted
+    against launch-retries) with its external_id known, so the core deletes what was made."""
+    dut.require_launches()
+    assert dut.slow_boot is not None
+    short = dut.with_raw(**{"launch-timeout": 1})
+    dut.slow_boot()
+    machine = short.adapter.get_create_state_machine(short.spec("0000000008"), LOG)
+    started = time.monotonic()
+    with pytest.raises(LaunchTimeout):
+        short.drive(machine, timeout=15)
+    assert time.monotonic() - started < 10
+    dut.clear_faults()
+    assert machine.external_id is not None, f"{dut.name}: the timed-out server has no id"
+    short.delete(machine.external_id)
+    assert machine.external_id not in short.listed()
 
 
 def test_image_upload_list_delete(dut: DriverUnderTest,
