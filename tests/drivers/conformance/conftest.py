@@ -60,7 +60,8 @@ class DriverUnderTest:
     - `make_spec(node_id)`: the LaunchSpec the launcher would build for label `small`.
     - `cloud_metadata(external_id)`: the server's metadata/tags as its server stores them.
     - `raw`: the raw provider dict (`with_raw` builds another adapter from a changed one).
-    - `slow_boot()`: servers take longer than a second to be seen running.
+    - `slow_boot(seconds)`: a new server is seen running only after `seconds`;
+      `fail_listing()`: the server list call fails.
     - `refuse_quota()`: make the next creates fail for quota; `fail_create`: ways to make the
       next creates fail otherwise (each is tried); `fail_delete()`: make deletes fail;
       `clear_faults()` undoes them all.
@@ -82,7 +83,8 @@ class DriverUnderTest:
     refuse_quota: Callable[[], object] | None = None
     fail_create: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
     fail_delete: Callable[[], object] | None = None
-    slow_boot: Callable[[], object] | None = None
+    slow_boot: Callable[[float], object] | None = None
+    fail_listing: Callable[[], object] | None = None
     clear_faults: Callable[[], object] = lambda: None
     plant_leak: Callable[[str], str] | None = None
     image_upload_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -254,7 +256,8 @@ def openstack_dut(_simcloud: SimCloudFixture) -> Iterator[DriverUnderTest]:
             ("server ends in ERROR", lambda: admin.set_faults(server_error_rate=1.0)),
         ],
         fail_delete=lambda: admin.set_faults(method_error_rate={"DELETE": 1.0}),
-        slow_boot=lambda: admin.set_boot_delay(30.0, 0.0),
+        slow_boot=lambda seconds: admin.set_boot_delay(seconds, 0.0),
+        fail_listing=lambda: admin.set_faults(error_rate={"compute": 1.0}),
         clear_faults=lambda: _reset_faults(sc),
         plant_leak=leak,
     )
@@ -330,7 +333,9 @@ def aws_dut(_moto: tuple[MotoServer, FaultProxy],
         fail_create=[("RunInstances answers 500 InternalError", fail("InternalError", 500))],
         fail_delete=lambda: aws.proxy.fail("TerminateInstances", "InternalError",
                                            "injected by the conformance suite", status=500),
-        slow_boot=lambda: aws.proxy.delay("DescribeInstances", 1.5),
+        slow_boot=lambda seconds: aws.proxy.delay("DescribeInstances", seconds),
+        fail_listing=lambda: aws.proxy.fail("DescribeInstances", "InternalError",
+                                            "injected by the conformance suite", status=500),
         clear_faults=aws.proxy.clear,
         plant_leak=leak,
         image_upload_kwargs={"diskimage": "custom"} if entry.upload_diskimage_arg else {},

@@ -195,7 +195,7 @@ def test_launch_timeout(dut: DriverUnderTest) -> None:
     dut.require_launches()
     assert dut.slow_boot is not None
     short = dut.with_raw(**{"launch-timeout": 1})
-    dut.slow_boot()
+    dut.slow_boot(2.0)
     machine = short.adapter.get_create_state_machine(short.spec("0000000008"), LOG)
     started = time.monotonic()
     with pytest.raises(LaunchTimeout):
@@ -205,6 +205,30 @@ def test_launch_timeout(dut: DriverUnderTest) -> None:
     assert machine.external_id is not None, f"{dut.name}: the timed-out server has no id"
     short.delete(machine.external_id)
     assert machine.external_id not in short.listed()
+
+
+def test_listing_outage_during_launch_is_survived(dut: DriverUnderTest) -> None:
+    """The server list fails for a while after the create call answered: the machine keeps
+    waiting (no error, not complete) and finishes once the cloud lists again."""
+    dut.require_launches()
+    assert dut.slow_boot is not None and dut.fail_listing is not None
+    dut.slow_boot(1.0)
+    machine = dut.adapter.get_create_state_machine(dut.spec("0000000010"), LOG)
+    deadline = time.monotonic() + 10
+    while machine.external_id is None:
+        assert time.monotonic() < deadline, f"{dut.name}: the create call gave no id"
+        machine.advance()
+        time.sleep(0.02)
+    dut.fail_listing()
+    outage_end = time.monotonic() + 1.5
+    while time.monotonic() < outage_end:
+        assert machine.advance() is None and not machine.complete
+        time.sleep(0.02)
+    dut.clear_faults()
+    instance = dut.drive(machine, timeout=20)
+    assert instance is not None and instance.status == "ready"
+    assert instance.external_id == machine.external_id
+    dut.delete(instance.external_id)
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
