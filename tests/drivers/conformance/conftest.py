@@ -9,7 +9,7 @@ the provider model from `entry.build_provider(entry.schema(raw))` and the adapte
 - static: a real sshd on loopback.
 
 What a behaviour does not apply to is decided from the registry entry (`launches_servers`,
-`make_image_adapter`), never from the driver's name: see `DriverUnderTest.require_*`.
+`make_registrar`, `make_image_adapter`), never from the driver's name (`require_*` below).
 A new driver gets a fixture here and an entry in `DRIVERS`; it counts once the suite passes.
 """
 
@@ -90,7 +90,7 @@ class DriverUnderTest:
     image_upload_kwargs: dict[str, Any] = field(default_factory=dict)
     host: Any = None
     host_keys: list[str] = field(default_factory=list)
-    _image_adapters: list[Any] = field(default_factory=list)
+    _extra_adapters: list[Any] = field(default_factory=list)
 
     # -- what applies, from the registry entry ----------------------------------------------
     def require_launches(self) -> None:
@@ -113,13 +113,13 @@ class DriverUnderTest:
         (its adapter stopped with this one's)."""
         entry, provider = build(self.name, {**self.raw, **changes})
         adapter = entry.make_adapter(provider, self.options)
-        self._image_adapters.append(adapter)
-        return replace(self, provider=provider, adapter=adapter, _image_adapters=[])
+        self._extra_adapters.append(adapter)
+        return replace(self, provider=provider, adapter=adapter, _extra_adapters=[])
 
     def image_adapter(self) -> ImageAdapter:
         assert self.entry.make_image_adapter is not None
         adapter = self.entry.make_image_adapter(self.provider, self.options)
-        self._image_adapters.append(adapter)
+        self._extra_adapters.append(adapter)
         return adapter
 
     def drive(self, machine: StateMachine, timeout: float = 30.0) -> Instance | None:
@@ -157,7 +157,7 @@ class DriverUnderTest:
 
     def stop(self) -> None:
         self.clear_faults()
-        for adapter in [self.adapter, *self._image_adapters]:
+        for adapter in [self.adapter, *self._extra_adapters]:
             stop = getattr(adapter, "stop", None)
             if stop is not None:
                 stop()
