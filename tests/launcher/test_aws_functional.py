@@ -16,7 +16,7 @@ import pytest
 from kazoo.client import KazooClient
 
 from nodepool_ng.drivers.base import META_NODE_ID, META_POOL_NAME, META_PROVIDER_NAME
-from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer
+from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer, moto_behind_proxy
 from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 from tests.launcher.env import Env
@@ -27,13 +27,8 @@ LABELS = [{"name": "os-only"}, {"name": "aws-only"}, {"name": "both"}]
 
 @pytest.fixture(scope="module")
 def _moto() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    moto = MotoServer().start()
-    proxy = FaultProxy(moto.port).start()
-    try:
-        yield moto, proxy
-    finally:
-        proxy.stop()
-        moto.stop()
+    with moto_behind_proxy() as servers:
+        yield servers
 
 
 @pytest.fixture

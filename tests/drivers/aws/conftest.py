@@ -7,18 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer
+from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer, moto_behind_proxy
 
 
 @pytest.fixture(scope="session")
 def _moto_and_proxy() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    moto = MotoServer().start()
-    proxy = FaultProxy(moto.port).start()
-    try:
-        yield moto, proxy
-    finally:
-        proxy.stop()
-        moto.stop()
+    with moto_behind_proxy() as servers:
+        yield servers
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from nodepool_ng.drivers.base import (
     StateMachine,
 )
 from nodepool_ng.drivers.registry import AdapterOptions, Driver
-from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer
+from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer, moto_behind_proxy
 from tests.fixtures.simcloud import SimCloudFixture, simcloud_profile
 from tests.fixtures.sshd import SshdServer
 
@@ -271,13 +271,8 @@ def openstack_dut(_simcloud: SimCloudFixture) -> Iterator[DriverUnderTest]:
 
 @pytest.fixture(scope="module")
 def _moto() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    moto = MotoServer().start()
-    proxy = FaultProxy(moto.port).start()
-    try:
-        yield moto, proxy
-    finally:
-        proxy.stop()
-        moto.stop()
+    with moto_behind_proxy() as servers:
+        yield servers
 
 
 @pytest.fixture
