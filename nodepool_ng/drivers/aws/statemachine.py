@@ -67,6 +67,8 @@ class AwsCreateStateMachine:
             self._future = self.adapter.submit(self.adapter.create_instance, self.spec)
             self.state = self.SUBMITTED
             return None
+        if self.state == self.SUBMITTED and self._future is not None and self._future.done():
+            self._submitted()  # an answered create call: keep its id, even when late
         if now > self._deadline:
             raise LaunchTimeout(
                 f"{self._what} not running after {self.launch_timeout:g}s (state: {self.state})")

@@ -80,6 +80,8 @@ class OpenStackCreateStateMachine:
             self._future = self.adapter.submit(self.adapter.create_server, self.spec)
             self.state = self.SUBMITTED
             return None
+        if self.state == self.SUBMITTED and self._future is not None and self._future.done():
+            self._submitted()  # an answered create call: keep its id, even when late
         if now > self._deadline:
             raise LaunchTimeout(
                 f"{self._what} not ready after {self.launch_timeout:g}s (state: {self.state})"

@@ -231,10 +231,6 @@ def test_listing_outage_during_launch_is_survived(dut: DriverUnderTest) -> None:
     dut.delete(instance.external_id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "driver defect (openstack and aws): past launch-timeout the create machine raises "
-    "LaunchTimeout before reading its finished create call, so the id the cloud assigned is "
-    "dropped and the server waits for the leak cleanup"))
 def test_launch_timeout_keeps_an_id_the_cloud_assigned(dut: DriverUnderTest) -> None:
     """The create call answered in time, but the machine is next advanced after
     `launch-timeout` (a busy runner): LaunchTimeout must still carry the server's id, so the
