@@ -5,7 +5,11 @@ executor), and host-key scans are polled the same way. The runner is woken when 
 submitted; while machines are in flight it polls them every `poll_interval`.
 
 A launch: create machine -> (host-key scan) -> READY. The node record gets the cloud's
-external id as soon as the machine has one (no leaked server). Failures other than quota are
+external id as soon as the machine has one (no leaked server). Cloud-side timeouts belong to
+the machines: a create machine raises LaunchTimeout past the provider's `launch-timeout`, a
+delete machine TemporaryCloudError past its delete timeout (then the runner retries with
+backoff); the runner's own `DELETE_TIMEOUT` is how long the deleter's request is retried
+before it is handed back, not a cloud timeout. Failures other than quota are
 retried `launch-retries` times, each after an exponential backoff with jitter; then the node
 is `failed`. A failed attempt's server is deleted in the background, retried with backoff
 until it is gone. A QuotaExceeded makes the node `aborted` at once (the request handler
@@ -71,6 +75,8 @@ class LaunchOptions:
     host_key_checking: bool = True
     connection_type: str = "ssh"
     connection_port: int = 22
+    # Not enforced here: the driver's create machine owns launch-timeout (it knows the id
+    # the cloud assigned, so a LaunchTimeout still lets the server be deleted).
     launch_timeout: float = 3600.0
     boot_timeout: float = 60.0
     retries: int = 3
@@ -319,11 +325,7 @@ class ProviderRunner(Worker):
                 task.node.external_id = previous  # stored again next pass
                 raise
         if instance is None:
-            if time.monotonic() - task.phase_started > task.options.launch_timeout:
-                raise LaunchTimeout(
-                    f"server not ACTIVE within launch-timeout {task.options.launch_timeout}s"
-                )
-            return
+            return  # launch-timeout is the machine's: it raises LaunchTimeout with the id
         task.instance = instance
         task.phase_started = time.monotonic()
         _fill_node(task.node, instance)
