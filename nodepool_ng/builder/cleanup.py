@@ -34,6 +34,7 @@ from nodepool_ng.builder import formats, policy, prune
 from nodepool_ng.builder.context import BuilderContext, ImageAdapter
 from nodepool_ng.builder.upload import CLOUD_KEY, REGION_KEY
 from nodepool_ng.config.models import Config, ProviderConfig
+from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import META_BUILD_ID, META_PROVIDER_NAME, META_UPLOAD_ID
 from nodepool_ng.errors import LockError, NodepoolError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
@@ -46,7 +47,31 @@ log = logging.getLogger("nodepool_ng.builder.cleanup")
 # is given up: its record is removed and the image named in the log.
 REMOVED_PROVIDER_ATTEMPTS = 5
 
+# Extra key of an upload record naming the provider's driver (records without it are
+# OpenStack's). builder/upload.py is to record it next to CLOUD_KEY.
+DRIVER_KEY = "driver"
+
 _BUILD_FILE = re.compile(r"^(?P<image>.+)-(?P<build>[0-9a-f]{32}|\d{10})(\.|$)")
+
+
+def removed_provider_config(upload: ImageUpload) -> ProviderConfig | None:
+    """A minimal model of the provider an upload was made for, built by its driver's
+    registry entry from the record's `driver`, `cloud` and `region_name` (enough for an
+    image adapter to delete the upload); None when the record does not say enough."""
+    driver = registry.find(upload.extra.get(DRIVER_KEY, registry.DEFAULT_DRIVER))
+    if driver is None or driver.make_image_adapter is None:
+        return None
+    raw: dict[str, Any] = {"name": upload.provider_name or "", "driver": driver.name}
+    for key, field in ((CLOUD_KEY, "cloud"), (REGION_KEY, "region-name")):
+        value = upload.extra.get(key)
+        if isinstance(value, str) and value:
+            raw[field] = value
+    try:
+        return driver.build_provider(raw)
+    except (TypeError, ValueError, KeyError, AssertionError) as e:
+        log.warning("Upload %s: cannot rebuild removed provider %s from the record: %s",
+                    upload.path, upload.provider_name, e)
+        return None
 
 
 def image_metadata(image: Any) -> dict[str, str]:
@@ -232,23 +257,23 @@ class CleanupWorker(Worker):
 
     def _removed_provider_adapter(self, upload: ImageUpload) -> ImageAdapter | None:
         """An adapter for the cloud of a provider no longer in the config: the one the
-        builder used before the reload, else one made from the `cloud` the upload recorded
-        (after a restart)."""
+        builder used before the reload, else one its driver makes from what the upload
+        recorded (after a restart): the driver (`driver`; records without one are
+        OpenStack's, as upstream's), `cloud` and `region_name`."""
         provider = upload.provider_name or ""
         adapter = self.ctx.retired_adapter(provider)
-        cloud = upload.extra.get(CLOUD_KEY)
-        if adapter is not None or not isinstance(cloud, str) or self.ctx.adapter_factory is None:
+        if adapter is not None or self.ctx.adapter_factory is None:
             return adapter
-        region = upload.extra.get(REGION_KEY)
-        config = ProviderConfig(
-            name=provider, cloud=cloud, region_name=region if isinstance(region, str) else None
-        )
+        config = removed_provider_config(upload)
+        if config is None:
+            return None
+        where = config.cloud or config.region_name or "?"
         try:
             adapter = self.ctx.adapter_factory(config)
         except (NodepoolError, OSError) as e:
-            log.warning("Removed provider %s: cannot reach its cloud %s: %s", provider, cloud, e)
+            log.warning("Removed provider %s: cannot reach its cloud %s: %s", provider, where, e)
             return None
-        log.info("Removed provider %s: deleting its uploads from cloud %s", provider, cloud)
+        log.info("Removed provider %s: deleting its uploads from cloud %s", provider, where)
         self.ctx.add_retired(provider, adapter)
         return adapter
 

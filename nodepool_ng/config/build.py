@@ -8,27 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from nodepool_ng.config import inherit
-from nodepool_ng.config.models import (
-    CloudImageConfig,
-    Config,
-    DiskImageConfig,
-    LabelConfig,
-    MqttConfig,
-    MqttTLSConfig,
-    PoolConfig,
-    PoolLabelConfig,
-    ProviderConfig,
-    ProviderDiskImageConfig,
-    StaticNodeConfig,
-    TenantResourceLimitConfig,
-    WebappConfig,
-    ZooKeeperServerConfig,
-    ZooKeeperTLSConfig,
-    default_connection_port,
-)
+from nodepool_ng.config import inherit, models
 from nodepool_ng.drivers import registry
 
 T = TypeVar("T")
@@ -46,8 +28,9 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _make(cls: type[T], raw: Raw, **overrides: Any) -> T:
-    """cls(**raw keys in snake_case), with `overrides` replacing or adding fields."""
+def make_model(cls: type[T], raw: Raw, **overrides: Any) -> T:
+    """cls(**raw keys in snake_case), with `overrides` replacing or adding fields (every
+    driver's models are built this way)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -62,19 +45,20 @@ def _make(cls: type[T], raw: Raw, **overrides: Any) -> T:
     return cls(**kwargs)
 
 
-def _connection_port(raw: Raw) -> dict[str, int]:
+def connection_port(raw: Raw) -> dict[str, int]:
+    """The default `connection-port` of the entry's `connection-type`, unless given."""
     if "connection-port" in raw:
         return {}
-    return {"connection_port": default_connection_port(raw.get("connection-type", "ssh"))}
+    return {"connection_port": models.default_connection_port(raw.get("connection-type", "ssh"))}
 
 
 def build_diskimages(
     raw_images: list[Raw], secure_env: Mapping[str, Raw]
-) -> dict[str, DiskImageConfig]:
+) -> dict[str, models.DiskImageConfig]:
     by_name: dict[str, Raw] = {}
     for image in raw_images:
         by_name.setdefault(image["name"], image)
-    out: dict[str, DiskImageConfig] = {}
+    out: dict[str, models.DiskImageConfig] = {}
     for name, image in by_name.items():
         if image.get("abstract"):
             continue
@@ -84,15 +68,15 @@ def build_diskimages(
         if "release" in merged:
             # DIB_RELEASE is an environment variable; YAML may have read `21` as an int.
             merged["release"] = str(merged["release"])
-        out[name] = _make(DiskImageConfig, merged)
+        out[name] = make_model(models.DiskImageConfig, merged)
     return out
 
 
-def build_pool(raw: Raw) -> PoolConfig:
+def build_pool(raw: Raw) -> models.PoolConfig:
     if "nodes" in raw:
         return build_static_pool(raw)
-    labels = tuple(_make(PoolLabelConfig, label) for label in raw.get("labels") or [])
-    return _make(PoolConfig, raw, labels=labels)
+    labels = tuple(make_model(models.PoolLabelConfig, label) for label in raw.get("labels") or [])
+    return make_model(models.PoolConfig, raw, labels=labels)
 
 
 def static_node_labels(raw_node: Raw) -> tuple[str, ...]:
@@ -101,38 +85,38 @@ def static_node_labels(raw_node: Raw) -> tuple[str, ...]:
     return tuple(labels.split() if isinstance(labels, str) else labels)
 
 
-def build_static_pool(raw: Raw) -> PoolConfig:
+def build_static_pool(raw: Raw) -> models.PoolConfig:
     """A static pool's labels are those of its nodes (plain labels: nothing to boot)."""
     nodes = tuple(
-        _make(StaticNodeConfig, node, labels=static_node_labels(node),
+        make_model(models.StaticNodeConfig, node, labels=static_node_labels(node),
               host_key=_strings(node.get("host-key", ())))
         for node in raw["nodes"]
     )
     names = dict.fromkeys(label for node in nodes for label in node.labels)
-    labels = tuple(PoolLabelConfig(name=name) for name in names)
-    return _make(PoolConfig, raw, labels=labels, nodes=nodes)
+    labels = tuple(models.PoolLabelConfig(name=name) for name in names)
+    return make_model(models.PoolConfig, raw, labels=labels, nodes=nodes)
 
 
 def _strings(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def build_provider(raw: Raw) -> ProviderConfig:
-    """The core's provider model (OpenStack and static providers; their driver entries)."""
+def build_provider(raw: Raw) -> models.OpenStackProviderConfig:
+    """The model of an OpenStack or static provider (their driver entries' build_provider)."""
     pools = tuple(build_pool(pool) for pool in raw.get("pools") or [])
     diskimages = tuple(
-        _make(ProviderDiskImageConfig, image, **_connection_port(image))
+        make_model(models.ProviderDiskImageConfig, image, **connection_port(image))
         for image in raw.get("diskimages") or []
     )
     cloud_images = tuple(
-        _make(CloudImageConfig, image, **_connection_port(image))
+        make_model(models.CloudImageConfig, image, **connection_port(image))
         for image in raw.get("cloud-images") or []
     )
     extra: dict[str, Any] = {}
     if "rate" in raw:
         extra["rate"] = float(raw["rate"])
-    return _make(
-        ProviderConfig,
+    return make_model(
+        models.OpenStackProviderConfig,
         raw,
         pools=pools,
         diskimages=diskimages,
@@ -141,21 +125,16 @@ def build_provider(raw: Raw) -> ProviderConfig:
     )
 
 
-def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> Config:
+def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> models.Config:
     """`secure_env`: diskimage name -> env-vars from the secure file (merged last)."""
-    labels = {label["name"]: _make(LabelConfig, label) for label in raw.get("labels") or []}
-    # Other drivers' models (AwsProviderConfig) offer the members of ProviderConfig the core
-    # reads; Config.providers stays typed ProviderConfig until the core's signatures
-    # (poolctx, runner, builder context, cleanup) take models.AnyProviderConfig.
+    labels = {label["name"]: make_model(models.LabelConfig, label)
+              for label in raw.get("labels") or []}
     providers = {
-        p["name"]: cast(
-            ProviderConfig,
-            registry.get(p.get("driver", registry.DEFAULT_DRIVER)).build_provider(p),
-        )
+        p["name"]: registry.get(p.get("driver", registry.DEFAULT_DRIVER)).build_provider(p)
         for p in raw.get("providers") or []
     }
     tenants = {
-        t["tenant-name"]: TenantResourceLimitConfig(
+        t["tenant-name"]: models.TenantResourceLimitConfig(
             tenant_name=t["tenant-name"],
             limits={k: val for k, val in t.items() if k != "tenant-name"},
         )
@@ -172,18 +151,17 @@ def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> Config:
     mqtt = raw.get("mqtt")
     if mqtt:
         mqtt_tls = mqtt.get("tls")
-        top["mqtt"] = _make(
-            MqttConfig, mqtt, tls=_make(MqttTLSConfig, mqtt_tls) if mqtt_tls else None
-        )
-    return Config(
+        tls_model = make_model(models.MqttTLSConfig, mqtt_tls) if mqtt_tls else None
+        top["mqtt"] = make_model(models.MqttConfig, mqtt, tls=tls_model)
+    return models.Config(
         labels=labels,
         providers=providers,
         diskimages=build_diskimages(raw.get("diskimages") or [], secure_env),
         zookeeper_servers=tuple(
-            _make(ZooKeeperServerConfig, s) for s in raw.get("zookeeper-servers") or []
+            make_model(models.ZooKeeperServerConfig, s) for s in raw.get("zookeeper-servers") or []
         ),
-        zookeeper_tls=_make(ZooKeeperTLSConfig, tls) if tls else None,
-        webapp=_make(WebappConfig, raw.get("webapp") or {}),
+        zookeeper_tls=make_model(models.ZooKeeperTLSConfig, tls) if tls else None,
+        webapp=make_model(models.WebappConfig, raw.get("webapp") or {}),
         # Upstream treats absent, 0 and negative alike: held nodes never expire.
         max_hold_age=max_hold_age if max_hold_age and max_hold_age > 0 else None,
         tenant_resource_limits=tenants,

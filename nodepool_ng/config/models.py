@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from nodepool_ng.drivers import registry
 from nodepool_ng.model.quota import CORES, INSTANCES, RAM, Quota
@@ -236,8 +236,77 @@ class PoolConfig:
         )
 
 
+PoolT = TypeVar("PoolT", bound="PoolModel")
+DiskImageT = TypeVar("DiskImageT", bound="NamedModel")
+CloudImageT = TypeVar("CloudImageT", bound="NamedModel")
+
+
+class NamedModel(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class PoolModel(NamedModel, Protocol):
+    @property
+    def priority(self) -> int | None: ...
+    def label(self, name: str) -> Any: ...
+    @property
+    def label_names(self) -> frozenset[str]: ...
+
+
+class ProviderLookups(Generic[PoolT, DiskImageT, CloudImageT]):
+    """The look-ups every driver's provider model offers, written once: a frozen dataclass
+    subclasses this with its own pool, provider-diskimage and cloud-image models."""
+
+    name: str
+    priority: int
+    pools: tuple[PoolT, ...]
+    diskimages: tuple[DiskImageT, ...]
+    cloud_images: tuple[CloudImageT, ...]
+
+    def pool(self, name: str) -> PoolT:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(f"provider {self.name!r} has no pool {name!r}")
+
+    def label(self, pool_name: str, label_name: str) -> Any:
+        """The label `label_name` of pool `pool_name` (KeyError when there is none)."""
+        label = self.pool(pool_name).label(label_name)
+        if label is None:
+            raise KeyError(f"provider {self.name!r} pool {pool_name!r} has no label "
+                           f"{label_name!r}")
+        return label
+
+    def pool_priority(self, pool: PoolT) -> int:
+        return self.priority if pool.priority is None else pool.priority
+
+    @property
+    def label_names(self) -> frozenset[str]:
+        """Every label some pool of this provider can supply."""
+        return frozenset(name for pool in self.pools for name in pool.label_names)
+
+    def pools_for_label(self, label_name: str) -> tuple[PoolT, ...]:
+        return tuple(pool for pool in self.pools if pool.label(label_name) is not None)
+
+    def diskimage(self, name: str) -> DiskImageT | None:
+        for image in self.diskimages:
+            if image.name == name:
+                return image
+        return None
+
+    def cloud_image(self, name: str) -> CloudImageT | None:
+        for image in self.cloud_images:
+            if image.name == name:
+                return image
+        return None
+
+
 @dataclass(frozen=True)
-class ProviderConfig:
+class OpenStackProviderConfig(ProviderLookups[PoolConfig, ProviderDiskImageConfig,
+                                              CloudImageConfig]):
+    """The model of an OpenStack provider; static providers (no `cloud`) use it too."""
+
     name: str
     cloud: str = ""  # required by the OpenStack schema; static providers have none
     driver: str = registry.DEFAULT_DRIVER
@@ -257,39 +326,10 @@ class ProviderConfig:
     diskimages: tuple[ProviderDiskImageConfig, ...] = ()
     cloud_images: tuple[CloudImageConfig, ...] = ()
 
-    def pool(self, name: str) -> PoolConfig:
-        for pool in self.pools:
-            if pool.name == name:
-                return pool
-        raise KeyError(f"provider {self.name!r} has no pool {name!r}")
-
     @property
     def launches_servers(self) -> bool:
         """False when the driver's nodes are registered hosts, never booted (static)."""
         return registry.get(self.driver).launches_servers
-
-    def pool_priority(self, pool: PoolConfig) -> int:
-        return self.priority if pool.priority is None else pool.priority
-
-    @property
-    def label_names(self) -> frozenset[str]:
-        """Every label some pool of this provider can supply."""
-        return frozenset(label.name for pool in self.pools for label in pool.labels)
-
-    def pools_for_label(self, label_name: str) -> tuple[PoolConfig, ...]:
-        return tuple(pool for pool in self.pools if pool.label(label_name) is not None)
-
-    def diskimage(self, name: str) -> ProviderDiskImageConfig | None:
-        for image in self.diskimages:
-            if image.name == name:
-                return image
-        return None
-
-    def cloud_image(self, name: str) -> CloudImageConfig | None:
-        for image in self.cloud_images:
-            if image.name == name:
-                return image
-        return None
 
     @property
     def rate_limit(self) -> float:
@@ -297,24 +337,62 @@ class ProviderConfig:
         return 1.0 / self.rate
 
 
-class AnyProviderConfig(Protocol):
-    """What every driver's provider model offers the core (ProviderConfig, and each
-    driver's own model such as drivers/aws/config.py's AwsProviderConfig)."""
+class ProviderConfig(Protocol):
+    """What the core (launcher, builder, CLI) reads of any driver's provider model:
+    `OpenStackProviderConfig` (openstack, static), drivers/aws/config.py's
+    `AwsProviderConfig`, ... (`Config.providers` holds whatever the driver's
+    `build_provider` made). Pools, labels and images are the driver's own models: the core
+    reads the members they share with `PoolConfig`, `PoolLabelConfig` and the image
+    models; where a driver has no such setting its model answers with an inert value."""
 
     @property
     def name(self) -> str: ...
     @property
     def driver(self) -> str: ...
     @property
+    def cloud(self) -> str: ...
+    @property
+    def region_name(self) -> str | None: ...
+    @property
+    def boot_timeout(self) -> int: ...
+    @property
+    def launch_timeout(self) -> int: ...
+    @property
+    def launch_retries(self) -> int: ...
+    @property
+    def image_upload_timeout(self) -> int: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def image_name_format(self) -> str: ...
+    @property
+    def clean_floating_ips(self) -> bool: ...
+    @property
+    def port_cleanup_interval(self) -> int: ...
+    @property
+    def post_upload_hook(self) -> str | None: ...
+    @property
     def pools(self) -> Sequence[Any]: ...
     @property
     def diskimages(self) -> Sequence[Any]: ...
     @property
+    def cloud_images(self) -> Sequence[Any]: ...
+    @property
     def launches_servers(self) -> bool: ...
     @property
     def label_names(self) -> frozenset[str]: ...
+    def pool(self, name: str) -> Any: ...
+    def pool_priority(self, pool: Any) -> int: ...
     def pools_for_label(self, label_name: str) -> Sequence[Any]: ...
     def diskimage(self, name: str) -> Any: ...
+    def cloud_image(self, name: str) -> Any: ...
+
+
+AnyProviderConfig = ProviderConfig  # the name the registry's first version used
 
 
 @dataclass(frozen=True)

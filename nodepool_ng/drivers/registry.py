@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nodepool_ng.config.models import AnyProviderConfig, StaticNodeConfig
+    from nodepool_ng.config.models import ProviderConfig, StaticNodeConfig
     from nodepool_ng.drivers.base import ImageAdapter, ProviderAdapter
     from nodepool_ng.launcher.zkview import LauncherZK
     from nodepool_ng.model.node import Node
@@ -68,7 +68,7 @@ class Driver:
 
     name: str
     schema: Callable[[Any], Any]
-    build_provider: Callable[[Raw], AnyProviderConfig]
+    build_provider: Callable[[Raw], ProviderConfig]
     check_provider: Callable[[int, Raw, Raw], Errors]
     make_adapter: Callable[[Any, AdapterOptions], ProviderAdapter]
     make_image_adapter: Callable[[Any, AdapterOptions], ImageAdapter] | None = None

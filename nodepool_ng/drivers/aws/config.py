@@ -21,14 +21,14 @@ Models: field names are the YAML keys in snake_case; absent keys take the datacl
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import voluptuous as v
 
-from nodepool_ng.config.models import default_connection_port
+from nodepool_ng.config.build import connection_port, make_model
+from nodepool_ng.config.models import ProviderLookups
 from nodepool_ng.config.schema import (
     COMMON_POOL,
     COMMON_PROVIDER,
@@ -345,7 +345,8 @@ class AwsPoolConfig:
 
 
 @dataclass(frozen=True)
-class AwsProviderConfig:
+class AwsProviderConfig(ProviderLookups[AwsPoolConfig, AwsProviderDiskImageConfig,
+                                       AwsCloudImageConfig]):
     name: str
     region_name: str
     driver: str = DRIVER
@@ -365,44 +366,9 @@ class AwsProviderConfig:
     diskimages: tuple[AwsProviderDiskImageConfig, ...] = ()
     cloud_images: tuple[AwsCloudImageConfig, ...] = ()
 
-    def pool(self, name: str) -> AwsPoolConfig:
-        for pool in self.pools:
-            if pool.name == name:
-                return pool
-        raise KeyError(f"provider {self.name!r} has no pool {name!r}")
-
-    def label(self, pool_name: str, label_name: str) -> AwsLabelConfig:
-        label = self.pool(pool_name).label(label_name)
-        if label is None:
-            raise KeyError(f"provider {self.name!r} pool {pool_name!r} has no label "
-                           f"{label_name!r}")
-        return label
-
     @property
     def launches_servers(self) -> bool:
         return True
-
-    def pool_priority(self, pool: AwsPoolConfig) -> int:
-        return self.priority if pool.priority is None else pool.priority
-
-    @property
-    def label_names(self) -> frozenset[str]:
-        return frozenset(label.name for pool in self.pools for label in pool.labels)
-
-    def pools_for_label(self, label_name: str) -> tuple[AwsPoolConfig, ...]:
-        return tuple(pool for pool in self.pools if pool.label(label_name) is not None)
-
-    def diskimage(self, name: str) -> AwsProviderDiskImageConfig | None:
-        for image in self.diskimages:
-            if image.name == name:
-                return image
-        return None
-
-    def cloud_image(self, name: str) -> AwsCloudImageConfig | None:
-        for image in self.cloud_images:
-            if image.name == name:
-                return image
-        return None
 
     # What the launcher core and builder read of an OpenStack provider.
     @property
@@ -416,39 +382,11 @@ class AwsProviderConfig:
 
 # --- building the models -------------------------------------------------------------------
 
-T = TypeVar("T")
 Raw = Mapping[str, Any]
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    if isinstance(value, dict):
-        return {key: _freeze(item) for key, item in value.items()}
-    return value
-
-
-def _make(cls: type[T], raw: Raw, **overrides: Any) -> T:
-    """cls(**raw keys in snake_case), `overrides` replacing or adding fields."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in names:
-            raise AssertionError(f"{cls.__name__} has no field for config key {key!r}")
-        kwargs[name] = _freeze(value)
-    kwargs.update(overrides)
-    return cls(**kwargs)
-
-
-def _connection_port(raw: Raw) -> dict[str, int]:
-    if "connection-port" in raw:
-        return {}
-    return {"connection_port": default_connection_port(raw.get("connection-type", "ssh"))}
-
-
 def _cloud_image(raw: Raw) -> AwsCloudImageConfig:
-    extra: dict[str, Any] = _connection_port(raw)
+    extra: dict[str, Any] = connection_port(raw)
     if "image-filters" in raw:
         extra["image_filters"] = tuple(
             AwsImageFilter(
@@ -457,14 +395,14 @@ def _cloud_image(raw: Raw) -> AwsCloudImageConfig:
             )
             for f in raw["image-filters"]
         )
-    return _make(AwsCloudImageConfig, raw, **extra)
+    return make_model(AwsCloudImageConfig, raw, **extra)
 
 
 def _label(raw: Raw) -> AwsLabelConfig:
     extra: dict[str, Any] = {}
     if "iam-instance-profile" in raw:
         extra["iam_instance_profile"] = AwsIamInstanceProfile(**raw["iam-instance-profile"])
-    return _make(AwsLabelConfig, raw, **extra)
+    return make_model(AwsLabelConfig, raw, **extra)
 
 
 def _pool(raw: Raw) -> AwsPoolConfig:
@@ -473,7 +411,7 @@ def _pool(raw: Raw) -> AwsPoolConfig:
     extra: dict[str, Any] = {"labels": tuple(_label(label) for label in raw["labels"])}
     if "public-ipv4" not in raw and legacy_public is not None:
         extra["public_ipv4"] = legacy_public
-    return _make(AwsPoolConfig, raw, **extra)
+    return make_model(AwsPoolConfig, raw, **extra)
 
 
 def build_provider(raw: Raw) -> AwsProviderConfig:
@@ -481,14 +419,14 @@ def build_provider(raw: Raw) -> AwsProviderConfig:
     extra: dict[str, Any] = {
         "pools": tuple(_pool(pool) for pool in raw.get("pools") or []),
         "diskimages": tuple(
-            _make(AwsProviderDiskImageConfig, image, **_connection_port(image))
+            make_model(AwsProviderDiskImageConfig, image, **connection_port(image))
             for image in raw.get("diskimages") or []
         ),
         "cloud_images": tuple(_cloud_image(image) for image in raw.get("cloud-images") or []),
     }
     if "rate" in raw:
         extra["rate"] = float(raw["rate"])
-    return _make(AwsProviderConfig, raw, **extra)
+    return make_model(AwsProviderConfig, raw, **extra)
 
 
 def check_references(raw: Raw) -> list[tuple[str, str]]:
