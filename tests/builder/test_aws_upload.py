@@ -206,3 +206,47 @@ def test_upload_boot_rotate_delete(
         kept = ami(aws, upload.external_id)
         assert kept is not None and kept["State"] == "available", upload
         assert root_snapshot(kept) in snapshot_ids(aws)
+
+
+def test_restarted_builder_deletes_uploads_of_removed_aws_provider(
+    tmp_path: Path, zk_chroot: ZooKeeperChroot, config: Path, aws: AwsCloud,
+    kazoo_client: KazooClient
+) -> None:
+    """A builder started after an aws provider left the config deregisters that provider's
+    AMIs and deletes their snapshots: the image adapter comes from the driver the upload
+    recorded (through the registry, as for OpenStack), then the record goes."""
+    import json
+
+    from nodepool_ng.zk import paths
+
+    kz = kazoo_client
+    b = Builder(str(config), timing=FAST, hostname="builder-test")
+    b.start()
+    try:
+        build_id = new_ready_build(kz, [], "first build")
+        upload = wait_for(lambda: ready_upload_of(kz, build_id), what="upload", timeout=60)
+    finally:
+        b.stop()
+    assert upload.external_id is not None and upload.id is not None
+    image = ami(aws, upload.external_id)
+    assert image is not None
+    snapshot = root_snapshot(image)
+    # The driver of the provider, as the upload record carries it (`driver` beside `cloud`
+    # and `region_name`; written here in case the builder's upload does not record it yet).
+    path = paths.upload_path("debian", build_id, PROVIDER, upload.id)
+    data, _ = kz.get(path)
+    record = json.loads(data)
+    assert record["region_name"] == "us-east-1"
+    record["driver"] = "aws"
+    kz.set(path, json.dumps(record).encode())
+
+    write_config(tmp_path, zk_chroot, [diskimage("debian")], [], labels=[{"name": LABEL}])
+    b = Builder(str(config), timing=FAST, hostname="builder-test")
+    b.start()
+    try:
+        wait_for(lambda: not read_uploads(kz, PROVIDER), what="upload record deleted",
+                 timeout=30)
+        assert ami(aws, upload.external_id) is None
+        assert snapshot not in snapshot_ids(aws)
+    finally:
+        b.stop()
