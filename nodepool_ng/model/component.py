@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
+
+from nodepool_ng.model.record import (
+    LIST,
+    NOT_IN_JSON,
+    JsonObject,
+    derived,
+    enum_value,
+    int_or_zero,
+    key,
+)
 
 # Upstream nodepool 11 data model version; bump with doc/zookeeper.md when the layout changes.
 MODEL_API = 0
@@ -24,67 +33,55 @@ class ComponentKind(StrEnum):
     POOL = "pool"
 
 
-BASE_KEYS = ("hostname", "state", "kind", "version", "model_api")
-POOL_KEYS = ("id", "name", "provider_name", "supported_labels", "priority", "paused")
+def _state(value: Any) -> ComponentState:
+    # Unknown or absent: a component that says nothing usable is as good as stopped.
+    try:
+        return ComponentState(value)
+    except ValueError:
+        return ComponentState.STOPPED
+
+
+def _state_value(state: ComponentState | str) -> str:
+    return ComponentState(state).value
+
+
+def _or_empty(value: Any) -> str:
+    return value or ""
+
+
+def _priority(value: Any) -> int:
+    return 100 if value is None else int(value)
 
 
 @dataclass
-class Component:
+class Component(JsonObject):
     """A registered component; `path` (the znode) is local, not serialized."""
 
     KIND: ClassVar[ComponentKind] = ComponentKind.LAUNCHER
+    SORT_KEYS = True
 
-    hostname: str
-    state: ComponentState = ComponentState.INITIALIZING
+    hostname: str = field(metadata=key(read=_or_empty))
+    state: ComponentState = field(default=ComponentState.INITIALIZING, metadata=key(
+        missing=ComponentState.STOPPED, read=_state, write=_state_value))
+    # Written from the class (KIND); the znode's parent names it too.
+    kind: ComponentKind = field(init=False, default=ComponentKind.LAUNCHER, compare=False,
+                                repr=False, metadata=derived(write=enum_value))
     version: str | None = None
-    model_api: int = MODEL_API
-    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
-    path: str | None = field(default=None, kw_only=True, compare=False)
+    model_api: int = field(default=MODEL_API, metadata=key(read=int_or_zero))
+    path: str | None = field(default=None, kw_only=True, compare=False, metadata=NOT_IN_JSON)
 
-    @property
-    def kind(self) -> ComponentKind:
-        return self.KIND
+    def __post_init__(self) -> None:
+        self.kind = self.KIND
 
     @property
     def name_in_zk(self) -> str | None:
         """The znode name (`<hostname><seq10>`), once registered."""
         return self.path.rsplit("/", 1)[-1] if self.path else None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The registration JSON object (known keys plus unknown keys kept)."""
-        d: dict[str, Any] = dict(self.extra)
-        d.update(
-            hostname=self.hostname,
-            state=ComponentState(self.state).value,
-            kind=self.kind.value,
-            version=self.version,
-            model_api=self.model_api,
-        )
-        return d
-
-    def to_json(self) -> bytes:
-        """Sorted-keys JSON, as upstream writes components."""
-        return json.dumps(self.to_dict(), sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def _base_kwargs(cls, data: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
-        state = data.get("state", ComponentState.STOPPED.value)
-        try:
-            state = ComponentState(state)
-        except ValueError:
-            state = ComponentState.STOPPED
-        return {
-            "hostname": data.get("hostname") or "",
-            "state": state,
-            "version": data.get("version"),
-            "model_api": int(data.get("model_api") or 0),
-            "extra": {k: v for k, v in data.items() if k not in known},
-        }
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | None = None) -> Component:
         """Build from JSON."""
-        return cls(**cls._base_kwargs(data, BASE_KEYS), path=path)
+        return cls(**cls._read(data, f"component {path}"), path=path)
 
 
 @dataclass
@@ -106,34 +103,9 @@ class PoolComponent(Component):
     id: str | None = None
     name: str | None = None
     provider_name: str | None = None
-    supported_labels: list[str] = field(default_factory=list)
-    priority: int = 100
-    paused: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(
-            id=self.id,
-            name=self.name,
-            provider_name=self.provider_name,
-            supported_labels=list(self.supported_labels),
-            priority=self.priority,
-            paused=self.paused,
-        )
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str | None = None) -> PoolComponent:
-        return cls(
-            **cls._base_kwargs(data, BASE_KEYS + POOL_KEYS),
-            id=data.get("id"),
-            name=data.get("name"),
-            provider_name=data.get("provider_name"),
-            supported_labels=list(data.get("supported_labels") or []),
-            priority=int(data.get("priority", 100) if data.get("priority") is not None else 100),
-            paused=bool(data.get("paused", False)),
-            path=path,
-        )
+    supported_labels: list[str] = field(default_factory=list, metadata=LIST)
+    priority: int = field(default=100, metadata=key(read=_priority))
+    paused: bool = field(default=False, metadata=key(read=bool))
 
 
 COMPONENT_TYPES: dict[ComponentKind, type[Component]] = {

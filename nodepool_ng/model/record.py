@@ -1,18 +1,30 @@
-"""Shared base for ZooKeeper records: state/state_time bookkeeping and unknown-key keeping.
+"""Shared base of the ZooKeeper records: fields declared once, JSON derived from them.
 
-Every record is a dataclass. Setting `state` (by assignment or `set_state`) after construction
-stamps `state_time`, as upstream's models do. Keys this code does not know (Zuul adds some)
-are kept in `extra` and written back untouched, after the known keys.
+Every record is a dataclass whose fields, in declaration order, are its JSON keys in
+upstream's order. What is special about one field is said next to it, as field metadata
+(`key(...)`): a converter when reading or writing, a key upstream leaves out, a second key
+written with the same value, the value read when the key is absent. Fields that are no JSON
+key say so: `from_path()` (the record's identity, part of its znode path) and `local()`
+(this process's bookkeeping: a held lock, the znode version read). Keys this code does not
+know (Zuul adds some) are kept in `extra` and written back untouched, after the known keys.
+
+`Record` adds upstream's state bookkeeping: setting `state` (by assignment or `set_state`)
+after construction stamps `state_time`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+_META = "nodepool_ng.record"
+_NO_VALUE: Any = object()
 
 
 class MalformedRecord(ValueError):
@@ -24,13 +36,154 @@ class MalformedRecord(ValueError):
         self.raw = raw
 
 
+@dataclass(frozen=True)
+class Key:
+    """How one field is read from and written to the JSON object (defaults: as it is).
+
+    `missing`: the value read when the key is absent (default: the field's default).
+    `read` / `write`: converters applied when reading (also to `missing`) and writing.
+    `omit`: upstream leaves the key out when this is true of the value.
+    `also`: further keys written with the same value, read when the field's key is absent.
+    `check`: the type a read value must have (default: the field's annotation); None: not
+    checked. `check_read`: check the converted value instead of the raw one.
+    `derived`: written but never read (the value comes from the class).
+    """
+
+    missing: Any = _NO_VALUE
+    read: Callable[[Any], Any] | None = None
+    write: Callable[[Any], Any] | None = None
+    omit: Callable[[Any], bool] | None = None
+    also: tuple[str, ...] = ()
+    check: Any = _NO_VALUE
+    check_read: bool = False
+    derived: bool = False
+
+
+@dataclass(frozen=True)
+class _NotInJson:
+    """Marks a field that is no JSON key; `kept` fields survive a store's `refresh`."""
+
+    kept: bool = False
+
+
+def key(**how: Any) -> dict[str, Any]:
+    """Field metadata for a JSON key with a special case (see `Key`):
+    `field(default=..., metadata=key(...))`."""
+    return {_META: Key(**how)}
+
+
+def derived(**how: Any) -> dict[str, Any]:
+    """Field metadata for a key written from the object, never read (see `Key`)."""
+    return {_META: Key(derived=True, **how)}
+
+
+# Converters shared by several fields.
+def _list(value: Any) -> list[Any]:
+    return list(value or [])
+
+
+def enum_value(member: StrEnum | None) -> str | None:
+    """An enum member as its string (None stays None)."""
+    return member.value if member is not None else None
+
+
+def int_or_zero(value: Any) -> int:
+    """Upstream's `int(value or 0)`."""
+    return int(value or 0)
+
+
+# Field metadata shared by every record.
+# No JSON key: the identity (part of the znode path) or local bookkeeping.
+NOT_IN_JSON: dict[str, Any] = {_META: _NotInJson()}
+# Local and belonging to this object, not to the znode (a held lock): re-reading the record
+# leaves it as it is.
+KEPT_LOCAL: dict[str, Any] = {_META: _NotInJson(kept=True)}
+# `state`: written as its string; absent from the JSON reads as None.
+STATE = key(missing=None, write=enum_value)
+# `state_time`: absent from the JSON reads as None (a new record defaults to now).
+STATE_TIME = key(missing=None)
+# A list of strings: null reads as [], written as a copy.
+LIST = key(read=_list, write=list)
+
+
+def kept_fields(cls: type) -> frozenset[str]:
+    """Fields that belong to the object, not to the znode (left alone by a re-read)."""
+    return frozenset(
+        f.name for f in dataclasses.fields(cls)
+        if f.metadata.get(_META) == _NotInJson(kept=True)
+    )
+
+
 @dataclass(eq=False)
-class Record:
-    """Base of every record: subclasses set `STATE_TYPE` and the known JSON keys."""
+class JsonObject:
+    """Base of everything stored as JSON: `to_dict`/`to_json` and `_read` follow the fields.
+
+    `CHECK_TYPES`: reading checks each value against its field's type (MalformedRecord).
+    `SORT_KEYS`: written with sorted keys (components) instead of field order.
+    """
+
+    CHECK_TYPES: ClassVar[bool] = False
+    SORT_KEYS: ClassVar[bool] = False
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False,
+                                  metadata=NOT_IN_JSON)
+
+    @classmethod
+    def json_keys(cls) -> tuple[str, ...]:
+        """Every JSON key this record writes, in upstream's order."""
+        return tuple(k for name, how in _json_fields(cls) for k in (name, *how.also))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The upstream JSON object: known keys in upstream order, then unknown keys kept."""
+        d: dict[str, Any] = {}
+        for name, how in _json_fields(type(self)):
+            value = getattr(self, name)
+            if how.omit is not None and how.omit(value):
+                continue
+            if how.write is not None:
+                value = how.write(value)
+            for json_key in (name, *how.also):
+                d[json_key] = value
+        for json_key, value in self.extra.items():
+            if json_key not in d:
+                d[json_key] = value
+        return d
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON bytes as upstream writes them (`json.dumps(toDict())`)."""
+        return json.dumps(self.to_dict(), sort_keys=self.SORT_KEYS).encode("utf-8")
+
+    @classmethod
+    def _read(cls, data: dict[str, Any], what: str) -> dict[str, Any]:
+        """Constructor arguments for every JSON field, and `extra`, from a JSON object."""
+        kwargs: dict[str, Any] = {}
+        for name, how in _json_fields(cls):
+            if how.derived:
+                continue
+            value = _lookup(data, (name, *how.also), how.missing, cls, name)
+            if cls.CHECK_TYPES and not how.check_read:
+                cls._check(name, value, how, what, data)
+            if how.read is not None:
+                value = how.read(value)
+            if cls.CHECK_TYPES and how.check_read:
+                cls._check(name, value, how, what, data)
+            kwargs[name] = value
+        known = set(cls.json_keys())
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        return kwargs
+
+    @classmethod
+    def _check(cls, name: str, value: Any, how: Key, what: str, data: dict[str, Any]) -> None:
+        tp = _field_types(cls).get(name) if how.check is _NO_VALUE else how.check
+        if value is not None and tp is not None and not _conforms(value, tp):
+            raise MalformedRecord(f"{what}: {name}: {value!r} is not {_describe(tp)}", data)
+
+
+@dataclass(eq=False)
+class Record(JsonObject):
+    """Base of the state-carrying records: subclasses set `STATE_TYPE`."""
 
     STATE_TYPE: ClassVar[type[StrEnum]]
-
-    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         state = getattr(self, "state", None)
@@ -63,37 +216,14 @@ class Record:
         """Set `state` and stamp `state_time` with the current time."""
         self.state = state
 
-    def _known_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:
-        """The upstream JSON object: known keys in upstream order, then unknown keys kept."""
-        d = self._known_dict()
-        for key, value in self.extra.items():
-            if key not in d:
-                d[key] = value
-        return d
-
-    def to_json(self) -> bytes:
-        """UTF-8 JSON bytes as upstream writes them (`json.dumps(toDict())`)."""
-        return json.dumps(self.to_dict()).encode("utf-8")
-
-    @staticmethod
-    def _split(data: dict[str, Any], known: set[str]) -> dict[str, Any]:
-        return {k: v for k, v in data.items() if k not in known}
-
     @classmethod
-    def check_types(cls, data: dict[str, Any], keys: tuple[str, ...], what: str,
-                     stricter: dict[str, Any] | None = None) -> None:
-        """Raise MalformedRecord naming the first of `keys` whose value in `data` does not
-        fit the field's declared type, or its type in `stricter` (an absent or null key
-        takes the field's default)."""
-        hints = {**_field_types(cls), **(stricter or {})}
-        for key in keys:
-            value = data.get(key)
-            if value is not None and key in hints and not _conforms(value, hints[key]):
-                raise MalformedRecord(
-                    f"{what}: {key}: {data[key]!r} is not {_describe(hints[key])}", data)
+    def _read(cls, data: dict[str, Any], what: str) -> dict[str, Any]:
+        # An unknown state names the record before any field's type does.
+        try:
+            cls._coerce_state(data.get("state"))
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+        return super()._read(data, what)
 
 
 def decode_json(raw: bytes | None, what: str) -> dict[str, Any]:
@@ -109,7 +239,32 @@ def decode_json(raw: bytes | None, what: str) -> dict[str, Any]:
     return data
 
 
+_JSON_FIELDS: dict[type, tuple[tuple[str, Key], ...]] = {}
 _FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _json_fields(cls: type) -> tuple[tuple[str, Key], ...]:
+    """(field name, Key) of every JSON field of `cls`, in declaration order."""
+    if cls not in _JSON_FIELDS:
+        _JSON_FIELDS[cls] = tuple(
+            (f.name, f.metadata.get(_META) or Key()) for f in dataclasses.fields(cls)
+            if not isinstance(f.metadata.get(_META), _NotInJson)
+        )
+    return _JSON_FIELDS[cls]
+
+
+def _lookup(data: dict[str, Any], keys: tuple[str, ...], missing: Any, cls: type,
+            name: str) -> Any:
+    """The value of the first of `keys` present in `data`, else what a missing key reads as."""
+    for json_key in keys:
+        if json_key in data:
+            return data[json_key]
+    if missing is not _NO_VALUE:
+        return missing
+    f = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from nodepool_ng.model.record import Record, decode_json
+from nodepool_ng.model.record import (
+    KEPT_LOCAL,
+    LIST,
+    NOT_IN_JSON,
+    STATE,
+    STATE_TIME,
+    Record,
+    decode_json,
+    int_or_zero,
+    key,
+)
 
 
 class RequestState(StrEnum):
@@ -26,23 +36,6 @@ FINAL_REQUEST_STATES = frozenset({RequestState.FULFILLED, RequestState.FAILED})
 DEFAULT_PRIORITY = "100"
 MIN_READY_PRIORITY = "900"
 MIN_READY_REQUESTOR = "NodePool:min-ready"
-
-REQUEST_KEYS = (
-    "state",
-    "state_time",
-    "declined_by",
-    "node_types",
-    "nodes",
-    "reuse",
-    "requestor",
-    "requestor_data",
-    "provider",
-    "relative_priority",
-    "event_id",
-    "created_time",
-    "tenant_name",
-)
-
 
 def format_priority(priority: int | str) -> str:
     """Zuul's 3-character priority prefix ('{:0>3}'): 99 -> '099'; rejects longer values."""
@@ -74,69 +67,32 @@ class NodeRequest(Record):
     """A node request. `id` is the znode name and is not part of the JSON."""
 
     STATE_TYPE = RequestState
+    CHECK_TYPES = True
 
-    id: str | None = None
-    state: RequestState | None = RequestState.REQUESTED
-    state_time: float | None = field(default_factory=time.time)
-    declined_by: list[str] = field(default_factory=list)
-    node_types: list[str] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)
-    reuse: bool = True
+    id: str | None = field(default=None, metadata=NOT_IN_JSON)
+    state: RequestState | None = field(default=RequestState.REQUESTED, metadata=STATE)
+    state_time: float | None = field(default_factory=time.time, metadata=STATE_TIME)
+    declined_by: list[str] = field(default_factory=list, metadata=LIST)
+    node_types: list[str] = field(default_factory=list, metadata=LIST)
+    nodes: list[str] = field(default_factory=list, metadata=LIST)
+    reuse: bool = field(default=True, metadata=key(read=bool))
     requestor: str | None = None
     requestor_data: Any = None
     provider: str | None = None
-    relative_priority: int = 0
+    relative_priority: int = field(default=0, metadata=key(read=int_or_zero))
     event_id: str | None = None
     created_time: float | None = None
     tenant_name: str | None = None
-    # Local only: held kazoo lock and znode version last read.
-    lock: Any = field(default=None, compare=False, repr=False)
-    zk_version: int = field(default=-1, compare=False, repr=False)
-
-    def _known_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value if self.state is not None else None,
-            "state_time": self.state_time,
-            "declined_by": list(self.declined_by),
-            "node_types": list(self.node_types),
-            "nodes": list(self.nodes),
-            "reuse": self.reuse,
-            "requestor": self.requestor,
-            "requestor_data": self.requestor_data,
-            "provider": self.provider,
-            "relative_priority": self.relative_priority,
-            "event_id": self.event_id,
-            "created_time": self.created_time,
-            "tenant_name": self.tenant_name,
-        }
+    # The held lock and the znode version last read.
+    lock: Any = field(default=None, compare=False, repr=False, metadata=KEPT_LOCAL)
+    zk_version: int = field(default=-1, compare=False, repr=False, metadata=NOT_IN_JSON)
 
     @classmethod
     def from_dict(cls, request_id: str | None, data: dict[str, Any]) -> NodeRequest:
         """Build from JSON; Zuul omits `reuse`, `declined_by`, `nodes`: upstream defaults.
         A field of the wrong type raises MalformedRecord naming it (a request for the labels
         "s", "m", "a", "l", "l" is worse than none)."""
-        try:
-            state = cls._coerce_state(data.get("state"))
-        except ValueError as e:
-            raise ValueError(f"request {request_id}: {e}") from None
-        cls.check_types(data, REQUEST_KEYS, f"request {request_id}")
-        return cls(
-            id=request_id,
-            state=state,
-            state_time=data.get("state_time"),
-            declined_by=list(data.get("declined_by") or []),
-            node_types=list(data.get("node_types") or []),
-            nodes=list(data.get("nodes") or []),
-            reuse=bool(data.get("reuse", True)),
-            requestor=data.get("requestor"),
-            requestor_data=data.get("requestor_data"),
-            provider=data.get("provider"),
-            relative_priority=int(data.get("relative_priority") or 0),
-            event_id=data.get("event_id"),
-            created_time=data.get("created_time"),
-            tenant_name=data.get("tenant_name"),
-            extra=cls._split(data, set(REQUEST_KEYS)),
-        )
+        return cls(id=request_id, **cls._read(data, f"request {request_id}"))
 
     @classmethod
     def from_json(cls, request_id: str | None, raw: bytes | None) -> NodeRequest:
@@ -167,3 +123,6 @@ class NodeRequest(Record):
     def is_min_ready(self) -> bool:
         """True for requests created by the launcher's min-ready loop."""
         return self.requestor == MIN_READY_REQUESTOR
+
+
+REQUEST_KEYS = NodeRequest.json_keys()

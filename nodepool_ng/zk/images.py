@@ -57,7 +57,14 @@ def _decode(key: str, raw: bytes | None) -> CachedImageRecord | None:
     data = decode_json(raw, f"image record {key}")
     if len(parts) == 3:
         return ImageBuild.from_dict(parts[0], parts[2], data)
-    return ImageUpload.from_dict(parts[0], parts[2], parts[4], parts[6], data)
+    return _with_path(ImageUpload.from_dict(parts[0], parts[2], parts[4], parts[6], data))
+
+
+def _with_path(upload: ImageUpload) -> ImageUpload:
+    """Set `upload.path` from its identity; returns it."""
+    upload.path = paths.upload_path(upload.image_name or "", upload.build_id or "",
+                                    upload.provider_name or "", upload.id or "")
+    return upload
 
 
 class ImageStore(CachedStore[CachedImageRecord]):
@@ -166,12 +173,14 @@ class ImageStore(CachedStore[CachedImageRecord]):
             what=f"upload of {upload.image_name}/{upload.build_id} to {upload.provider_name}",
         )
         upload.id = created.rsplit("/", 1)[-1]
+        _with_path(upload)
         return upload.id
 
     def store_upload(self, upload: ImageUpload) -> None:
         """Write an existing upload."""
         if not upload.id:
             raise ValueError("upload has no id; use create_upload()")
+        _with_path(upload)
         self.client.set(upload.path, upload.to_json(), what=f"upload {upload.path}")
 
     def get_upload(self, image: str, build_id: str, provider: str, upload_id: str) -> ImageUpload:
@@ -186,7 +195,7 @@ class ImageStore(CachedStore[CachedImageRecord]):
         except ValueError as e:
             raise ZooKeeperError(str(e)) from e
         upload.zk_version = stat.version
-        return upload
+        return _with_path(upload)
 
     def get_upload_by_path(self, path: str) -> ImageUpload:
         """Read the upload a node's `image_id` points at."""
@@ -238,7 +247,7 @@ class ImageStore(CachedStore[CachedImageRecord]):
 
     def delete_upload(self, upload: ImageUpload) -> None:
         """Remove an upload znode (and its lock dir)."""
-        self.client.delete(upload.path, recursive=True)
+        self.client.delete(_with_path(upload).path, recursive=True)
 
     # -- locks (return kazoo Locks; release with `unlock`) ------------------------------------
     def _lock(self, path: str, what: str, blocking: bool, timeout: float | None) -> locks.ZkLock:
@@ -267,6 +276,7 @@ class ImageStore(CachedStore[CachedImageRecord]):
     def lock_upload(self, upload: ImageUpload, blocking: bool = False,
                     timeout: float | None = None) -> locks.ZkLock:
         """Per-upload lock (taken when deleting an upload)."""
+        _with_path(upload)
         return self._lock(upload.path + "/" + paths.LOCK, f"upload {upload.path}",
                           blocking, timeout)
 

@@ -49,7 +49,11 @@ def test_builds_uploads_and_latest_ready(
     latest_upload = store.latest_ready_upload("debian", "cloud1")
     assert latest_upload is not None and latest_upload.id == second.id
     assert store.latest_ready_upload("debian", "cloud2") is None  # still uploading
+    expected = f"/nodepool/images/debian/builds/{old_id}/providers/cloud1/images/0000000000"
+    assert first.path == expected  # set by create_upload
     assert store.get_upload_by_path(first.path).external_id == "img-1"
+    assert store.get_upload("debian", old_id, "cloud1", "0000000000").path == expected
+    assert latest_upload.path == f"{expected[:-1]}1"
     assert store.providers("debian", old_id) == ["cloud1", "cloud2"]
 
     # The cached view agrees and follows changes.
@@ -57,6 +61,7 @@ def test_builds_uploads_and_latest_ready(
     try:
         cached = store.latest_ready_upload("debian", "cloud1")
         assert cached is not None and cached.id == second.id
+        assert cached.path == second.path != ""
         store.delete_upload(second)
         wait_for(lambda: (u := store.latest_ready_upload("debian", "cloud1")) is not None
                  and u.id == first.id, what="cache drops deleted upload")
