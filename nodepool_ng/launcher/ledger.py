@@ -6,7 +6,11 @@ must still count it. The ledger alone keeps those promises, under one lock:
 
 - a *reservation*: quota promised to one slot of an accept still running (a token);
 - a *created node*: a node we created that the cache may not have shown yet (its cost);
-- a *claim*: a cached READY node promised to one accept, so no other accept takes it.
+- a *claim*: a cached READY node promised to one accept, so no other accept takes it;
+- a *request in flight*: one the pool is accepting or handling, from the decision to accept
+  until it is fulfilled, declined, given back or gone; with the nodes it holds (locked by us:
+  the deleter leaves them alone even while a ZooKeeper session expiry took their locks) and
+  what it was promised against its tenant's resource limits.
 
 A reservation becomes its node's cost in one step (`note_created`), so quota is never
 counted twice or not at all. A created node leaves the ledger at the first cache event about
@@ -19,8 +23,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
 from nodepool_ng.model.quota import Quota
+
+
+@dataclass
+class _InFlight:
+    nodes: set[str] = field(default_factory=set)
+    tenant: tuple[str, Quota] | None = None  # (tenant, cost) promised against its limits
 
 
 class PoolLedger:
@@ -30,6 +41,7 @@ class PoolLedger:
         self._next_token = 0
         self._created: dict[str, Quota] = {}
         self._claimed: set[str] = set()
+        self._requests: dict[str, _InFlight] = {}
 
     # -- quota -----------------------------------------------------------------------------
     def reserve(self, cost: Quota) -> int:
@@ -83,3 +95,45 @@ class PoolLedger:
     def unclaim(self, node_ids: Iterable[str]) -> None:
         with self._lock:
             self._claimed.difference_update(node_ids)
+
+    # -- requests in flight ----------------------------------------------------------------
+    def open_request(self, request_id: str) -> None:
+        """The pool decided to accept `request_id`: in flight until `close_request`."""
+        with self._lock:
+            self._requests.setdefault(request_id, _InFlight())
+
+    def promise_tenant(self, request_id: str, tenant: str, cost: Quota) -> None:
+        """Count `cost` against `tenant`'s limits until the request closes (`tenant_limits`)."""
+        with self._lock:
+            self._requests.setdefault(request_id, _InFlight()).tenant = (tenant, cost)
+
+    def hold(self, request_id: str, node_id: str) -> None:
+        """`request_id` holds (has locked) `node_id`."""
+        with self._lock:
+            self._requests.setdefault(request_id, _InFlight()).nodes.add(node_id)
+
+    def let_go(self, request_id: str, node_id: str) -> None:
+        with self._lock:
+            entry = self._requests.get(request_id)
+            if entry is not None:
+                entry.nodes.discard(node_id)
+
+    def close_request(self, request_id: str) -> None:
+        """Done with `request_id`: its nodes and its tenant promise go with it."""
+        with self._lock:
+            self._requests.pop(request_id, None)
+
+    def requests(self) -> set[str]:
+        """Requests in flight (any thread: the cleanup leaves them alone)."""
+        with self._lock:
+            return set(self._requests)
+
+    def held_nodes(self) -> set[str]:
+        """Nodes our requests in flight hold (any thread: the deleter leaves them alone)."""
+        with self._lock:
+            return {nid for entry in self._requests.values() for nid in entry.nodes}
+
+    def tenant_promises(self) -> dict[str, tuple[str, Quota]]:
+        """Request id -> (tenant, cost) promised by requests in flight."""
+        with self._lock:
+            return {rid: e.tenant for rid, e in self._requests.items() if e.tenant is not None}

@@ -1,29 +1,36 @@
 """`PoolWorker`: one thread per provider-pool; assignment, then its request handlers.
 
 Woken by the request cache, the node cache and finished launches. Each pass, top to bottom:
-advance the handlers; publish `paused`; then walk the open requests in upstream's order and
-accept, decline, skip or defer each one (`assignment.decide`).
+adopt finished background accepts; advance the handlers; publish `paused`; then walk the
+open requests in upstream's order and accept, decline, skip or defer each one
+(`assignment.decide`). The rest of an accepted request's path is in `handler.py`.
 
 Accepting is ~a dozen ZooKeeper round trips (lock, re-read, pending, create node, lock it,
 building); done one request after the other they would cap the pool at a few accepts per
 100 ms. So the worker only *decides* in order, promising each accepted request its nodes in
-memory (a claimed READY node or a quota reservation per slot, poolctx), and runs the I/O of
-the accepts on a small bounded executor. The order and the limits stay exact: a later
-request sees the earlier ones' reservations. A request that would pause (no room) ends the
-pass while accepts are in flight (they may lose their lock and give quota back; they wake
-the worker when done); otherwise it is accepted with what fits and pauses the pool (upstream's
+the pool's ledger (`handler.plan_slots`), and runs the I/O of the accepts on a small bounded
+executor (`handler.accept`). The order and the limits stay exact: a later request sees the
+earlier ones' reservations. A request that would pause (no room) ends the pass while
+accepts are in flight (they may lose their lock and give quota back; they wake the worker
+when done); otherwise it is accepted with what fits and pauses the pool (upstream's
 PAUSE_AT_QUOTA). A paused handler fills freed slots the same way: planned by the worker,
 I/O in the background; when nothing fits its own `poll` pauses on (and frees an unused node).
+
+After a ZooKeeper session expiry the worker re-takes its handlers' locks before its next
+pass (`session.relock_handler`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
-from nodepool_ng.drivers import registry
 from nodepool_ng.errors import NodepoolError
+from nodepool_ng.launcher import launchspec, static_pool
 from nodepool_ng.launcher.assignment import (
     Action,
     Decision,
@@ -33,11 +40,18 @@ from nodepool_ng.launcher.assignment import (
     order_requests,
     yield_at_quota,
 )
-from nodepool_ng.launcher.handler import RequestHandler, Slot
+from nodepool_ng.launcher.handler import (
+    Plan,
+    RequestHandler,
+    accept,
+    decline_open,
+    plan_slots,
+    unplan,
+)
 from nodepool_ng.launcher.poolctx import PoolContext
-from nodepool_ng.launcher.zkview import change_idle_node, mark_deleting
+from nodepool_ng.launcher.session import relock_handler
+from nodepool_ng.launcher.tenant_limits import tenant_pass
 from nodepool_ng.log import get_logger
-from nodepool_ng.model.node import NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
 from nodepool_ng.runtime.loop import Worker
 
@@ -57,6 +71,38 @@ def _view(req: NodeRequest) -> RequestView:
     )
 
 
+def decline_reason(ctx: PoolContext, request: NodeRequest) -> str | None:
+    """Why this pool can never serve `request`, or None."""
+    if not ctx.provider.launches_servers:
+        return static_pool.static_decline_reason(ctx.pool, request)
+    if ctx.pool.max_servers is not None and ctx.pool.max_servers <= 0:
+        return "pool is disabled by max-servers"
+    for label_name in request.node_types:
+        label = ctx.pool.label(label_name)
+        if label is None:
+            return f"label {label_name} is not served by this pool"
+        if launchspec.image_for(ctx, label) is None:
+            return f"image of label {label_name} is not available"
+    if not ctx.quota.fits_when_empty(request.node_types):
+        return "request exceeds the pool or cloud quota"
+    return None
+
+
+@dataclass
+class _Work:
+    """A request this pool is accepting or handling (the worker's thread only)."""
+
+    handler: RequestHandler | None = None  # None until its accept is done
+    job: Future[Any] | None = None  # its accept, or a refill, running in the background
+    pauses: bool = False  # that job leaves a slot empty
+
+    @property
+    def paused(self) -> bool:
+        if self.job is not None:
+            return self.pauses
+        return self.handler is not None and self.handler.paused
+
+
 class PoolWorker(Worker):
     def __init__(
         self,
@@ -69,16 +115,10 @@ class PoolWorker(Worker):
             f"PoolWorker.{ctx.provider.name}-{ctx.pool.name}", interval=interval, paused=paused
         )
         self.ctx = ctx
-        self.handlers: list[RequestHandler] = []
+        self._work: dict[str, _Work] = {}  # request id -> its work; the ledger has its promises
         self._set_paused = set_paused
         self._published_paused = False
         self.plog = get_logger("nodepool_ng.launcher.pool", provider=ctx.pool_id)
-        # Accepts running in the background: request id -> its future handler (None: not ours).
-        self._starting: dict[str, Future[RequestHandler | None]] = {}
-        self._pausing: set[str] = set()  # of those, the ones that will pause (no room)
-        # Paused handlers filling newly free slots in the background: request id -> future.
-        self._refills: dict[str, Future[None]] = {}
-        self._refills_all: set[str] = set()  # of those, the ones that fill every empty slot
         self._accept_pool: ThreadPoolExecutor | None = None
         # Requests we had no room for, left to other pools: request id -> when first left.
         self._yielding: dict[str, float] = {}
@@ -86,10 +126,21 @@ class PoolWorker(Worker):
         # like a paused handler: a pool that is full as well then stops leaving requests to
         # us and accepts (and pauses) as upstream, instead of both waiting on each other.
         self._full = False
+        self.session_lost = threading.Event()
+
+    def on_session_lost(self) -> None:
+        """Any thread: the session expired; re-lock before the next pass."""
+        self.session_lost.set()
+        self.wake()
 
     def run_once(self) -> float | None:
-        self._collect_starts()
-        self._poll_handlers()
+        if self.session_lost.is_set():
+            self.session_lost.clear()
+            self._wait_for_jobs()  # their locks need re-taking too
+            for rid, work in list(self._work.items()):
+                if work.handler is not None and not relock_handler(work.handler):
+                    self._done(rid)
+        self._advance()
         self._publish(self._published_state())
         if not self.stopped:
             self._assign(self._pool_paused())
@@ -100,6 +151,11 @@ class PoolWorker(Worker):
         ends = [t + YIELD_AT_QUOTA_FOR - now for t in self._yielding.values()]
         return min((end for end in ends if end > 0), default=None)
 
+    @property
+    def handlers(self) -> list[RequestHandler]:
+        """The handlers of accepted requests (the worker's thread)."""
+        return [w.handler for w in self._work.values() if w.handler is not None]
+
     def _published_state(self) -> bool:
         """`paused` as other pools see it: a paused handler, no room last pass, or a cloud
         that takes no launches now (its requests should go elsewhere)."""
@@ -107,99 +163,55 @@ class PoolWorker(Worker):
 
     def _pool_paused(self) -> bool:
         # A handler whose refill has every empty slot planned is as good as unpaused.
-        return bool(self._pausing) or any(
-            h.paused and h.id not in self._refills_all for h in self.handlers)
+        return any(work.paused for work in self._work.values())
 
-    # -- background accepts ----------------------------------------------------------------
-    def _collect_starts(self, wait: bool = False) -> None:
-        """Adopt the handlers of finished background accepts (with `wait`: all of them, after
-        every background fill is done too)."""
-        if wait:
-            for refill in list(self._refills.values()):
-                refill.exception()  # waits; the outcome is handled by _poll_handlers
-        for rid, future in list(self._starting.items()):
-            if not wait and not future.done():
-                continue
-            del self._starting[rid]
-            self._pausing.discard(rid)
-            handler = future.result()  # _start_planned never raises
-            if handler is not None:
-                self.handlers.append(handler)
+    def _done(self, request_id: str) -> None:
+        """Finished with the request (fulfilled, declined, given back, gone or not ours)."""
+        self._work.pop(request_id, None)
+        self.ctx.ledger.close_request(request_id)
 
-    def _start_planned(self, request_id: str, plan: list[Slot | None]) -> RequestHandler | None:
-        """Background thread: lock, re-check, pending, then fill the slots as planned."""
+    # -- handlers --------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Adopt finished background jobs, then advance each handler (refill or poll)."""
+        for rid, work in list(self._work.items()):
+            if work.job is not None:
+                if not work.job.done():
+                    continue
+                job, work.job = work.job, None
+                if work.handler is None:
+                    work.handler = job.result()  # accept never raises
+                    if work.handler is None:
+                        self._done(rid)
+                        continue
+                elif job.exception() is not None:
+                    work.handler.log.warning("Filling failed, declining: %s", job.exception())
+                    work.handler.decline_quietly(str(job.exception()))
+                    self._done(rid)
+                    continue
+            assert work.handler is not None
+            if self._poll(work.handler, work):
+                self._done(rid)
+
+    def _poll(self, handler: RequestHandler, work: _Work) -> bool:
+        """Refill a paused handler in the background, or poll it; True when it is done."""
         try:
-            if not self._hosts_alive(plan):
-                return None  # the request stays open; the next pass plans other nodes
-            req = self._locked_open_request(request_id)
-            if req is None:
-                return None
-            handler = RequestHandler(self.ctx, req)
-            try:
-                if not handler.start(plan):
-                    return None
-                if handler.paused and not self.ctx.provider.launches_servers:
-                    # A planned static node was taken meanwhile: a static pool does not wait
-                    # paused (it would stop serving other labels); the request goes back.
-                    handler.give_back()
-                    return None
-            except Exception as e:
-                handler.log.warning("Could not start handling, declining: %s", e)
-                self._decline_quietly(handler, str(e))
-                return None
-            return handler
+            if handler.paused and handler.fillable() and self._start_refill(handler, work):
+                return False
+            return handler.poll()
+        except NodepoolError as e:
+            handler.log.warning("Handler error, declining: %s", e)
+            reason = str(e)
         except Exception:
-            self.plog.exception("Accepting request %s failed; it stays open", request_id)
-            return None
-        finally:
-            self._unplan(plan)
-            self.wake()
+            handler.log.exception("Handler error, declining")
+            reason = "internal error"
+        handler.decline_quietly(reason)
+        return True
 
-    def _plan(self, labels: list[str | None], reuse: bool) -> list[Slot | None]:
-        """Promise slots (None: already filled) a ready node or quota, in order, up to the
-        first that gets neither; that one and the rest stay None (the handler pauses)."""
-        plan: list[Slot | None] = []
-        for label in labels:
-            slot: Slot | None = None
-            if label is not None:
-                slot = self._claim_ready(label) if reuse else None
-                if slot is None:
-                    slot = self.ctx.reserve(label)
-                if slot is None:
-                    return plan + [None] * (len(labels) - len(plan))
-            plan.append(slot)
-        return plan
-
-    def _hosts_alive(self, plan: list[Slot | None]) -> bool:
-        """Static pools check a host before handing it out (upstream's liveness check); a
-        dead one is deregistered (the registrar brings it back once it answers again)."""
-        if self.ctx.provider.launches_servers:
-            return True
-        alive = True
-        claimed = {s for s in plan if isinstance(s, str)}
-        for node in [n for n in self.ctx.zk.nodes() if n.id in claimed]:
-            node_id = node.id or ""
-            host = self.ctx.static_host(node)
-            is_alive = registry.get(self.ctx.provider.driver).is_alive
-            if host is not None and is_alive is not None and not is_alive(host):
-                self._deregister_dead(node_id)
-                alive = False
-        return alive
-
-    def _deregister_dead(self, node_id: str) -> None:
-        if change_idle_node(self.ctx.zk, node_id, mark_deleting) is not None:
-            self.plog.warning("Static node %s is not reachable; deregistered", node_id)
-
-    def _unplan(self, plan: list[Slot | None]) -> None:
-        self.ctx.ledger.unreserve(s for s in plan if isinstance(s, int))
-        self.ctx.ledger.unclaim(s for s in plan if isinstance(s, str))
-
-    def _start_refill(self, handler: RequestHandler) -> bool:
+    def _start_refill(self, handler: RequestHandler, work: _Work) -> bool:
         """A paused handler with room again fills what fits in the background; False when
         nothing fits (its own `poll` then pauses on, freeing an unused node as upstream)."""
-        empty = [label if n is None else None
-                 for label, n in zip(handler.request.node_types, handler.slots, strict=True)]
-        plan = self._plan(empty, handler.request.reuse)
+        empty = handler.empty_labels()
+        plan = plan_slots(self.ctx, empty, handler.request.reuse)
         if all(s is None for s in plan):
             return False
 
@@ -207,56 +219,12 @@ class PoolWorker(Worker):
             try:
                 handler.fill_planned(plan)
             finally:
-                self._unplan(plan)
+                unplan(self.ctx, plan)
                 self.wake()
 
-        self._refills[handler.id] = self._executor().submit(refill)
-        if all(s is not None for s, n in zip(plan, handler.slots, strict=True) if n is None):
-            self._refills_all.add(handler.id)
-        return True
-
-    def _claim_ready(self, label: str) -> str | None:
-        ctx = self.ctx
-        candidates = sorted(
-            (n.id for n in ctx.zk.nodes()
-             if n.id and ctx.owns(n) and n.state is NodeState.READY and not n.allocated_to
-             and label in n.type and not ctx.zk.node_locked(n)),
-        )
-        return next((nid for nid in candidates if ctx.ledger.claim(nid)), None)
-
-    # -- handlers --------------------------------------------------------------------------
-    def _poll_handlers(self) -> None:
-        for handler in list(self.handlers):
-            refill = self._refills.get(handler.id)
-            if refill is not None:
-                if not refill.done():
-                    continue
-                del self._refills[handler.id]
-                self._refills_all.discard(handler.id)
-                if refill.exception() is not None:
-                    handler.log.warning("Filling failed, declining: %s", refill.exception())
-                    self._decline_quietly(handler, str(refill.exception()))
-                    self.handlers.remove(handler)
-                    continue
-            try:
-                if handler.paused and handler.fillable() and self._start_refill(handler):
-                    continue
-                finished = handler.poll()
-            except NodepoolError as e:
-                handler.log.warning("Handler error, declining: %s", e)
-                finished = self._decline_quietly(handler, str(e))
-            except Exception:
-                handler.log.exception("Handler error, declining")
-                finished = self._decline_quietly(handler, "internal error")
-            if finished:
-                self.handlers.remove(handler)
-
-    def _decline_quietly(self, handler: RequestHandler, reason: str) -> bool:
-        try:
-            handler.decline(reason)
-        except Exception:
-            handler.log.exception("Could not decline; unlocking (cleanup resets it)")
-            handler.abandon()
+        work.job = self._executor().submit(refill)
+        work.pauses = any(s is None for s, label in zip(plan, empty, strict=True)
+                          if label is not None)
         return True
 
     def _publish(self, paused: bool) -> None:
@@ -267,7 +235,7 @@ class PoolWorker(Worker):
             except Exception as e:
                 self.plog.warning("Could not update pool component: %s", e)
 
-    # -- assignment ------------------------------------------------------------------------
+    # -- 1. decide -------------------------------------------------------------------------
     def _fail_malformed(self) -> None:
         """Answer requests whose fields are malformed (every pool may; the lock picks one)."""
         for request_id, reason in self.ctx.zk.malformed_requests().items():
@@ -278,12 +246,11 @@ class PoolWorker(Worker):
         ctx = self.ctx
         self._fail_malformed()
         me = ctx.info(paused)
-        active = {h.id for h in self.handlers} | set(self._starting)
         open_requests = {
             r.id: r
             for r in ctx.zk.requests()
             if r.state is RequestState.REQUESTED
-            and r.id not in active
+            and r.id not in self._work
             and ctx.pool_id not in r.declined_by
         }
         self._yielding = {rid: t for rid, t in self._yielding.items() if rid in open_requests}
@@ -291,55 +258,63 @@ class PoolWorker(Worker):
         if not open_requests:
             return
         pools = ctx.zk.pool_infos()
-        tenants = ctx.tenants.begin(ctx.config.tenant_resource_limits, ctx.zk.nodes, active,
-                                    ctx.label_cost, me.supported_labels)
+        tenants = tenant_pass(ctx.config.tenant_resource_limits, ctx.zk.nodes, ctx.ledger,
+                              ctx.quota.label_cost, me.supported_labels)
         addressable = 0
         for view in order_requests((_view(r) for r in open_requests.values()), me.supported_labels):
             if self.stopped:
                 return
             req = open_requests[view.id]
-            reason = ctx.decline_reason(req) if me.supports(view.node_types) else None
+            reason = decline_reason(ctx, req) if me.supports(view.node_types) else None
             decision = decide(
                 view,
                 me,
                 pools,
                 decline_reason=reason,
                 paused=paused,
-                at_concurrency_limit=ctx.at_concurrency_limit(),
+                at_concurrency_limit=ctx.quota.at_concurrency_limit(),
             )
             if decision.action in (Action.ACCEPT, Action.DECLINE) and not tenants.fits(req):
                 decision = Decision(Action.DEFER, "tenant resource limits")  # as upstream
             if decision.action is Action.ACCEPT:
                 addressable += 1
-                plan = self._plan(list(req.node_types), req.reuse)
+                # -- 2. reserve, then 3.-4. in the background --------------------------------
+                plan = plan_slots(ctx, list(req.node_types), req.reuse)
                 pauses = any(s is None for s in plan)
                 if pauses and not ctx.provider.launches_servers:
                     # A static pool never pauses (upstream): the request waits, unaccepted,
                     # until hosts for all its labels are free, and other requests go on.
-                    self._unplan(plan)
+                    unplan(ctx, plan)
                     continue
-                if pauses and self._starting:
+                if pauses and self._accepting():
                     # No room now, but accepts in flight may lose their lock and give their
                     # quota back: decide this request (and the rest) once they are done.
-                    self._unplan(plan)
+                    unplan(ctx, plan)
                     break
                 if pauses and self._yields(view, me, pools):
-                    self._unplan(plan)
+                    unplan(ctx, plan)
                     self._full = True
                     continue
-                self._starting[view.id] = self._executor().submit(
-                    self._start_planned, view.id, plan)
+                self._start_accept(view.id, plan, pauses)
                 tenants.promise(req)
                 if pauses:
                     # Accepted, but it will pause (upstream: PAUSE_AT_QUOTA): so is the pool.
-                    self._pausing.add(view.id)
                     paused = True
                     me = ctx.info(paused)
             elif decision.action is Action.DECLINE:
-                self._decline(view.id, decision.reason)
+                decline_open(ctx, view.id, decision.reason)
             elif decision.action is Action.DEFER:
                 addressable += 1
         ctx.stats.addressable_requests(ctx.provider.name, ctx.pool.name, addressable)
+
+    def _start_accept(self, request_id: str, plan: Plan, pauses: bool) -> None:
+        self.ctx.ledger.open_request(request_id)
+        job = self._executor().submit(accept, self.ctx, request_id, plan)
+        self._work[request_id] = _Work(job=job, pauses=pauses)
+
+    def _accepting(self) -> bool:
+        """Accepts are running in the background."""
+        return any(w.handler is None for w in self._work.values())
 
     def _yields(self, view: RequestView, me: PoolInfo, pools: list[PoolInfo]) -> bool:
         """No room for `view`: leave it to a pool that may have room, for a while; after
@@ -350,35 +325,32 @@ class PoolWorker(Worker):
         first = self._yielding.setdefault(view.id, time.monotonic())
         return time.monotonic() - first < YIELD_AT_QUOTA_FOR
 
-    def _locked_open_request(self, request_id: str) -> NodeRequest | None:
-        """Lock non-blocking, re-read and re-check ("double check after lock")."""
-        req = self.ctx.zk.lock_fresh_request(request_id)
-        if req is None:
-            return None
-        if req.state is not RequestState.REQUESTED or self.ctx.pool_id in req.declined_by:
-            self.ctx.zk.unlock_request(req)
-            return None
-        return req
-
-    def _decline(self, request_id: str, reason: str) -> None:
-        req = self._locked_open_request(request_id)
-        if req is None:
-            return
-        RequestHandler(self.ctx, req).decline(reason)
-
     def _executor(self) -> ThreadPoolExecutor:
         if self._accept_pool is None:
             name = f"accept-{self.ctx.provider.name}-{self.ctx.pool.name}"
             self._accept_pool = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix=name)
         return self._accept_pool
 
+    def _wait_for_jobs(self) -> None:
+        """Let every background accept and refill finish, and adopt their handlers."""
+        for rid, work in list(self._work.items()):
+            if work.job is None:
+                continue
+            job = work.job
+            job.exception()  # waits; a refill's outcome is handled by the next pass
+            if work.handler is None:
+                work.job, work.handler = None, job.result()
+                if work.handler is None:
+                    self._done(rid)
+
     def on_stop(self) -> None:
-        self._collect_starts(wait=True)
+        self._wait_for_jobs()
         if self._accept_pool is not None:
             self._accept_pool.shutdown(wait=True)
-        for handler in self.handlers:
-            try:
-                handler.abandon()
-            except Exception:
-                handler.log.exception("Could not release request on stop")
-        self.handlers.clear()
+        for rid, work in list(self._work.items()):
+            if work.handler is not None:
+                try:
+                    work.handler.abandon()
+                except Exception:
+                    work.handler.log.exception("Could not release request on stop")
+            self._done(rid)

@@ -34,9 +34,9 @@ from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
 from nodepool_ng.launcher.deleter import DeletedNodeWorker
 from nodepool_ng.launcher.min_ready import MinReadyWorker
+from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import ProviderRunner
-from nodepool_ng.launcher.session import SessionAwarePoolWorker
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
@@ -80,7 +80,7 @@ class LauncherOptions:
 @dataclass
 class _Pool:
     ctx: PoolContext
-    worker: SessionAwarePoolWorker
+    worker: PoolWorker
     component: PoolComponent
 
 
@@ -292,7 +292,7 @@ class Launcher:
                 supported_labels=sorted(info.supported_labels),
                 priority=info.priority,
             )
-            worker = SessionAwarePoolWorker(
+            worker = PoolWorker(
                 ctx,
                 self._pause_setter(component),
                 self.options.pool_interval,
@@ -378,16 +378,17 @@ class Launcher:
         with self._lock:
             return {name: p.runner for name, p in self.providers.items()}
 
-    def _pool_workers(self) -> list[SessionAwarePoolWorker]:
+    def _pool_workers(self) -> list[PoolWorker]:
         with self._lock:
             return [pool.worker for p in self.providers.values() for pool in p.pools.values()]
 
     def _busy_nodes(self) -> set[str]:
         """Nodes our handlers hold (their locks may be gone with an expired session)."""
-        return {nid for w in self._pool_workers() for nid in w.busy_node_ids()}
+        return {nid for w in self._pool_workers() for nid in w.ctx.ledger.held_nodes()}
 
     def _active_requests(self) -> set[str]:
-        return {h.id for w in self._pool_workers() for h in list(w.handlers)}
+        """Requests our pools are accepting or handling."""
+        return {rid for w in self._pool_workers() for rid in w.ctx.ledger.requests()}
 
     def _pool_infos(self) -> list[PoolInfo]:
         return [

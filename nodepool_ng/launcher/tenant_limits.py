@@ -10,21 +10,22 @@ the next pass, and pool workers are woken by every node change, so a deleted nod
 without polling. Requests without a `tenant_name`, or whose tenant has no limits, pass.
 
 The node cache lags our own accepts (they run in the background), so each pool also counts
-what it has promised to requests it is accepting or handling, minus the cost of the nodes of
-those requests the cache already shows. Pools of other launchers (or other pools of this
-one) deciding at the same instant can still both accept, as upstream's pool workers can.
+what it has promised to requests it is accepting or handling (kept in its `PoolLedger`),
+minus the cost of the nodes of those requests the cache already shows. Pools of other
+launchers (or other pools of this one) deciding at the same instant can still both accept,
+as upstream's pool workers can.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nodepool_ng import metrics
 from nodepool_ng.config.models import TenantResourceLimitConfig
+from nodepool_ng.launcher.ledger import PoolLedger
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
 from nodepool_ng.model.request import NodeRequest
@@ -69,7 +70,7 @@ class TenantPass:
     usage: dict[str, Quota]
     cost: Callable[[str], Quota]
     labels: Collection[str]
-    owner: TenantLimiter
+    ledger: PoolLedger  # keeps what each request in flight was promised
 
     def needed(self, request: NodeRequest) -> Quota:
         # Upstream skips labels the pool does not serve (the request is declined for them).
@@ -93,55 +94,42 @@ class TenantPass:
         return ok
 
     def promise(self, request: NodeRequest) -> None:
-        """`request` is being accepted: count what it needs until its nodes are in the cache."""
+        """`request` is being accepted: count what it needs until its nodes are in the cache
+        (the ledger keeps the promise while the request is in flight)."""
         tenant = request.tenant_name
         if not tenant or tenant not in self.limits or request.id is None:
             return
         needed = self.needed(request)
         self.usage[tenant] = self.usage.get(tenant, Quota()) + needed
-        self.owner.promised(request.id, tenant, needed)
+        self.ledger.promise_tenant(request.id, tenant, needed)
 
 
-@dataclass
-class TenantLimiter:
-    """Per pool: what this pool promised to tenants' requests it is accepting or handling."""
-
-    _promises: dict[str, tuple[str, Quota]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def begin(
-        self,
-        limits: Limits,
-        nodes: Callable[[], Iterable[Node]],
-        active: Collection[str],
-        cost: Callable[[str], Quota],
-        labels: Collection[str],
-    ) -> TenantPass:
-        """Start a pass. `nodes`: the node cache (read only when there are limits);
-        `active`: requests this pool is still accepting or handling."""
-        with self._lock:
-            for request_id in [r for r in self._promises if r not in active]:
-                del self._promises[request_id]  # done: its nodes are in ZooKeeper (or none)
-            promises = dict(self._promises)
-        if not limits:
-            return TenantPass(limits, {}, cost, labels, self)
-        snapshot = list(nodes())
-        usage = tenant_usage(snapshot, limits)
-        # Promised costs not yet visible as nodes in the cache.
-        shown: dict[str, Quota] = {}
-        for node in snapshot:
-            if node.allocated_to in promises and node.state is not NodeState.DELETED:
-                nc = node_cost(node)
-                if nc is not None:
-                    shown[node.allocated_to] = shown.get(node.allocated_to, Quota()) + nc
-        for request_id, (tenant, needed) in promises.items():
-            missing = _clamped(needed - shown.get(request_id, Quota()))
-            usage[tenant] = usage.get(tenant, Quota()) + missing
-        return TenantPass(limits, usage, cost, labels, self)
-
-    def promised(self, request_id: str, tenant: str, needed: Quota) -> None:
-        with self._lock:
-            self._promises[request_id] = (tenant, needed)
+def tenant_pass(
+    limits: Limits,
+    nodes: Callable[[], Iterable[Node]],
+    ledger: PoolLedger,
+    cost: Callable[[str], Quota],
+    labels: Collection[str],
+) -> TenantPass:
+    """Start a pass. `nodes`: the node cache (read only when there are limits); `ledger`:
+    what the pool's requests in flight were promised (a closed request's promise is gone:
+    its nodes are in ZooKeeper, or there are none)."""
+    if not limits:
+        return TenantPass(limits, {}, cost, labels, ledger)
+    promises = ledger.tenant_promises()
+    snapshot = list(nodes())
+    usage = tenant_usage(snapshot, limits)
+    # Promised costs not yet visible as nodes in the cache.
+    shown: dict[str, Quota] = {}
+    for node in snapshot:
+        if node.allocated_to in promises and node.state is not NodeState.DELETED:
+            nc = node_cost(node)
+            if nc is not None:
+                shown[node.allocated_to] = shown.get(node.allocated_to, Quota()) + nc
+    for request_id, (tenant, needed) in promises.items():
+        missing = _clamped(needed - shown.get(request_id, Quota()))
+        usage[tenant] = usage.get(tenant, Quota()) + missing
+    return TenantPass(limits, usage, cost, labels, ledger)
 
 
 def limit_gauges(limits: Limits) -> dict[str, float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from kazoo.recipe.lock import Lock
 from nodepool_ng.cmd.admin import main as admin_main
 from nodepool_ng.config.build import build_provider
 from nodepool_ng.drivers.static.registrar import StaticRegistrar
-from nodepool_ng.launcher.pool import PoolWorker
+from nodepool_ng.launcher import static_pool
+from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.service import Launcher
 from nodepool_ng.launcher.zkview import StoresView
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -334,17 +335,18 @@ def test_planned_host_taken_meanwhile_gives_the_request_back(
     to `requested` (not a paused pool) and is served once the node is free."""
     server = env.sshd()
     locks: list[Lock] = []
-    original = PoolWorker._hosts_alive
+    original = static_pool.hosts_alive
 
-    def racing(self: PoolWorker, plan: list[Any]) -> bool:
+    def racing(ctx: PoolContext, node_ids: Iterable[str]) -> bool:
+        node_ids = list(node_ids)
         if not locks:
-            for node_id in (s for s in plan if isinstance(s, str)):
+            for node_id in node_ids:
                 lock = Lock(kazoo_client, f"/nodepool/nodes/{node_id}/lock")
                 assert lock.acquire(timeout=10)
                 locks.append(lock)
-        return original(self, plan)
+        return original(ctx, node_ids)
 
-    monkeypatch.setattr(PoolWorker, "_hosts_alive", racing)
+    monkeypatch.setattr(static_pool, "hosts_alive", racing)
     env.start([static_provider(host(server, ["small"]))])
     h.wait_for("registered", lambda: ready_nodes(kazoo_client))
     rid = h.submit_request(kazoo_client, ["small"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nodepool_ng.config.models import PoolConfig, PoolLabelConfig, StaticNodeConfig
 from nodepool_ng.drivers.static.registrar import assign_slots
-from nodepool_ng.launcher.poolctx import static_decline_reason
+from nodepool_ng.launcher.static_pool import static_decline_reason
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest
 

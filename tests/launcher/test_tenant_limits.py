@@ -15,8 +15,9 @@ import yaml
 from kazoo.client import KazooClient
 
 from nodepool_ng.config.models import TenantResourceLimitConfig
+from nodepool_ng.launcher.ledger import PoolLedger
 from nodepool_ng.launcher.service import Launcher
-from nodepool_ng.launcher.tenant_limits import TenantLimiter, limit_gauges, tenant_usage
+from nodepool_ng.launcher.tenant_limits import limit_gauges, tenant_pass, tenant_usage
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
 from nodepool_ng.model.request import NodeRequest
@@ -176,10 +177,10 @@ def test_usage_counts_deleting_but_not_deleted_or_unrecorded_nodes() -> None:
 
 
 def test_pass_counts_promises_until_the_cache_shows_their_nodes() -> None:
-    limiter = TenantLimiter()
+    ledger = PoolLedger()
     nodes: list[Node] = []
     labels = {"small", "big"}
-    tp = limiter.begin(LIMITS, lambda: nodes, set(), cost, labels)
+    tp = tenant_pass(LIMITS, lambda: nodes, ledger, cost, labels)
     assert tp.fits(req("a", ["small"]))
     tp.promise(req("a", ["small"]))
     assert tp.fits(req("b", ["small"]))
@@ -189,11 +190,12 @@ def test_pass_counts_promises_until_the_cache_shows_their_nodes() -> None:
     assert tp.fits(req("e", ["small"], tenant=None))
     # Next pass, a and b still being accepted, the cache shows a's node only: no double count.
     nodes.append(node("1", "t", SMALL, allocated_to="a"))
-    tp = limiter.begin(LIMITS, lambda: nodes, {"a", "b"}, cost, labels)
+    tp = tenant_pass(LIMITS, lambda: nodes, ledger, cost, labels)
     assert tp.usage["t"].get("instances") == 2
     assert not tp.fits(req("c", ["small"]))
-    # b's accept failed (no longer active): its promise is gone.
-    tp = limiter.begin(LIMITS, lambda: nodes, {"a"}, cost, labels)
+    # b's accept failed (no longer in flight): its promise is gone.
+    ledger.close_request("b")
+    tp = tenant_pass(LIMITS, lambda: nodes, ledger, cost, labels)
     assert tp.usage["t"].get("instances") == 1
     assert tp.fits(req("c", ["small"]))
     assert not tp.fits(req("f", ["big"]))  # 1 + 2 cores > 2 (servers: 2, fine)
@@ -205,7 +207,7 @@ def test_no_limits_never_reads_the_node_cache() -> None:
     def boom() -> list[Node]:
         raise AssertionError("node cache read without tenant limits")
 
-    tp = TenantLimiter().begin({}, boom, set(), cost, {"small"})
+    tp = tenant_pass({}, boom, PoolLedger(), cost, {"small"})
     assert tp.fits(req("a", ["small"]))
 
 

@@ -48,3 +48,24 @@ def test_a_ready_node_is_claimed_once() -> None:
     assert not ledger.claim("0001")
     ledger.unclaim(["0001"])
     assert ledger.claim("0001")
+
+
+def test_a_closed_request_takes_its_nodes_and_tenant_promise_with_it() -> None:
+    ledger = PoolLedger()
+    ledger.open_request("r1")
+    ledger.promise_tenant("r1", "t", SMALL)
+    ledger.hold("r1", "0001")
+    ledger.hold("r1", "0002")
+    ledger.open_request("r2")
+    ledger.hold("r2", "0003")
+    assert ledger.requests() == {"r1", "r2"}
+    assert ledger.held_nodes() == {"0001", "0002", "0003"}
+    assert ledger.tenant_promises() == {"r1": ("t", SMALL)}
+    ledger.let_go("r1", "0002")  # e.g. an aborted node, left to the deleter
+    assert ledger.held_nodes() == {"0001", "0003"}
+    ledger.close_request("r1")
+    assert ledger.requests() == {"r2"}
+    assert ledger.held_nodes() == {"0003"}
+    assert ledger.tenant_promises() == {}
+    ledger.let_go("r1", "0001")  # a late let-go of a closed request is a no-op
+    assert ledger.requests() == {"r2"}
