@@ -21,7 +21,6 @@ node) is kept by the pool's `PoolLedger`, not here.
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Iterator
 
 from nodepool_ng.errors import LockError, ZooKeeperError
@@ -282,8 +281,9 @@ class RequestHandler:
         aborted = [i for i, n in enumerate(self.nodes) if n and n.state is NodeState.ABORTED]
         if aborted:
             for i in aborted:
-                self.log.info("Node %s aborted (cloud quota); launching another",
-                              self._node_id(i))
+                node = self.nodes[i]
+                assert node is not None
+                self.log.info("Node %s aborted (cloud quota); launching another", node.id)
                 self._let_go(i)  # the deleter removes it
             self.ctx.quota.invalidate_cloud_quota()
             self._fill()
@@ -372,11 +372,6 @@ class RequestHandler:
             self.ctx.zk.unlock_node(node)
             self.ctx.ledger.let_go(self.id, node.id or "")
 
-    def _node_id(self, slot: int) -> str | None:
-        task = self.launches.get(slot)
-        node = task.node if task is not None else self.nodes[slot]
-        return node.id if node is not None else None
-
     def held(self) -> Iterator[tuple[Node, LaunchTask | None]]:
         """The nodes we hold, each with its launch in flight (None: ours now)."""
         for node in self.nodes:
@@ -390,7 +385,3 @@ class RequestHandler:
         for node, _task in list(self.held()):
             self.ctx.zk.unlock_node(node)
         self.ctx.zk.unlock_request(self.request)
-
-    @property
-    def age(self) -> float:
-        return time.time() - (self.request.state_time or time.time())

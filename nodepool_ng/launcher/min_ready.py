@@ -16,8 +16,9 @@ between asks for an extra node (min-ready 1 -> 2 ready).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
+from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import NodeState
@@ -110,3 +111,40 @@ class MinReadyWorker(Worker):
             if req.state in (RequestState.FULFILLED, RequestState.FAILED):
                 self.zk.delete_request(req)
                 del self.submitted[request_id]
+
+
+def labels_to_keep(
+    config: Config,
+    running: Collection[str],
+    first_only: bool,
+    ready_upload: Callable[[str, str], tuple[str, str] | None],
+) -> dict[str, int]:
+    """Labels whose min-ready this process keeps (label -> min-ready): one of its `running`
+    providers can launch the label now. With `first_only` (`--provider`: several processes
+    share one config) only the one running the first such provider (by name) keeps it, so
+    they do not all ask for the same missing node at once."""
+    wanted: dict[str, int] = {}
+    for label in config.labels.values():
+        if label.min_ready <= 0:
+            continue
+        able = [name for name, p in sorted(config.providers.items())
+                if _can_launch(p, label.name, ready_upload)]
+        if first_only:
+            able = able[:1]
+        if any(name in running for name in able):
+            wanted[label.name] = label.min_ready
+    return wanted
+
+
+def _can_launch(provider: ProviderConfig, label: str,
+                ready_upload: Callable[[str, str], tuple[str, str] | None]) -> bool:
+    """A pool of `provider` boots `label` and its image is there (any provider: the config
+    and the image records are shared)."""
+    for pool in provider.pools_for_label(label):
+        pool_label = pool.label(label)
+        if pool_label is None:
+            continue
+        if pool_label.cloud_image or (
+                pool_label.diskimage and ready_upload(pool_label.diskimage, provider.name)):
+            return True
+    return False

@@ -17,29 +17,23 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import nodepool_ng
-from nodepool_ng.config.models import Config, ProviderConfig
+from nodepool_ng.config.models import Config
 from nodepool_ng.config.watcher import ConfigWatcher
-from nodepool_ng.drivers import registry
-from nodepool_ng.drivers.base import ProviderAdapter
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.events import LauncherEvents, start_launcher_events
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
 from nodepool_ng.launcher.deleter import DeletedNodeWorker
-from nodepool_ng.launcher.min_ready import MinReadyWorker
+from nodepool_ng.launcher.min_ready import MinReadyWorker, labels_to_keep
 from nodepool_ng.launcher.pool import PoolWorker
-from nodepool_ng.launcher.poolctx import PoolContext
-from nodepool_ng.launcher.runner import ProviderRunner
+from nodepool_ng.launcher.providers import AdapterFactory, Providers, _Provider
 from nodepool_ng.launcher.stats import LauncherStats
-from nodepool_ng.launcher.zkview import StoresView
-from nodepool_ng.model.component import ComponentState, LauncherComponent, PoolComponent
+from nodepool_ng.launcher.zkview import ReadyUploads, StoresView
+from nodepool_ng.model.component import ComponentState, LauncherComponent
 from nodepool_ng.nodescan import NodeScanner
 from nodepool_ng.runtime.loop import Worker
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
@@ -51,7 +45,7 @@ from nodepool_ng.zk.requests import RequestStore
 
 log = logging.getLogger("nodepool_ng.launcher")
 
-AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
+__all__ = ["AdapterFactory", "Launcher", "LauncherOptions"]
 
 
 @dataclass
@@ -77,22 +71,6 @@ class LauncherOptions:
     providers: frozenset[str] | None = None
 
 
-@dataclass
-class _Pool:
-    ctx: PoolContext
-    worker: PoolWorker
-    component: PoolComponent
-
-
-@dataclass
-class _Provider:
-    config: ProviderConfig
-    adapter: ProviderAdapter
-    runner: ProviderRunner
-    pools: dict[str, _Pool] = field(default_factory=dict)
-    registrar: Worker | None = None  # drivers of registered hosts (static): keeps them so
-
-
 class Launcher:
     def __init__(
         self,
@@ -110,11 +88,11 @@ class Launcher:
         # A test's factory replaces the registry's for drivers that launch servers.
         self._adapter_factory = adapter_factory
         self.stats = LauncherStats()
+        # Running providers by name (`Providers.by_name`); changed under `_lock`.
         self.providers: dict[str, _Provider] = {}
         self._lock = threading.RLock()
         self._workers: list[Worker] = []
         self._stopped = threading.Event()
-        self._uploads: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {}
         self.zk_client: ZooKeeperClient | None = None
         self.ready = threading.Event()
 
@@ -135,13 +113,18 @@ class Launcher:
         self.request_store = RequestStore(client)
         self.registry = ComponentRegistry(client)
         self.image_store = ImageStore(client)
+        self.ready_uploads = ReadyUploads(self.image_store)
         self.zk = StoresView(
-            self.node_store, self.request_store, self._pool_infos, self._ready_upload
+            self.node_store, self.request_store, self._pool_infos, self.ready_uploads
         )
         self.scanner = NodeScanner()
         paused = self._zk_paused
+        self._providers = providers = Providers(
+            self.options, lambda: self.config, self.zk, self.registry, self._scan, self.stats,
+            paused, self._adapter_factory, by_name=self.providers, lock=self._lock)
         self.deleter = DeletedNodeWorker(
-            self.zk, self._runners, self.options.deleter_interval, paused, busy=self._busy_nodes
+            self.zk, providers.runners, self.options.deleter_interval, paused,
+            busy=providers.held_nodes,
         )
         self.min_ready = MinReadyWorker(
             self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused
@@ -149,8 +132,8 @@ class Launcher:
         self.cleanup = CleanupWorker(
             self.zk,
             lambda: self.config,
-            self._runners,
-            self._active_requests,
+            providers.runners,
+            providers.requests_in_flight,
             self.stats,
             self.options.cleanup_interval,
             paused,
@@ -162,11 +145,13 @@ class Launcher:
         self.config_worker = Worker(
             "ConfigWorker", self.options.config_interval, target=self._check_config
         )
-        client.add_state_listener(self._on_zk_state)
-        client.add_session_listener(self._on_new_session)
-        self.node_store.add_listener(self._on_node)
-        self.request_store.add_listener(self._on_request)
-        self.registry.add_listener(self._on_component)
+        listeners = _Listeners(providers, self.deleter, self.min_ready, self.cleanup,
+                               self._stopped)
+        client.add_state_listener(listeners.on_zk_state)
+        client.add_session_listener(listeners.on_new_session)
+        self.node_store.add_listener(listeners.on_node)
+        self.request_store.add_listener(listeners.on_request)
+        self.registry.add_listener(listeners.on_component)
         self.node_store.start_cache(self.options.operation_timeout)
         self.request_store.start_cache(self.options.operation_timeout)
         self.registry.start_cache(self.options.operation_timeout)
@@ -185,8 +170,8 @@ class Launcher:
             hostname=self.options.hostname, version=nodepool_ng.__version__
         )
         self.registry.register(self.component)
-        for provider in self._mine(cfg).values():
-            self._start_provider(provider)
+        for provider in providers.mine(cfg).values():
+            providers.start(provider)
         self._workers = [
             self.deleter,
             self.min_ready,
@@ -207,9 +192,7 @@ class Launcher:
         log.info("Stopping launcher")
         for worker in self._workers:
             worker.stop()
-        with self._lock:
-            for name in list(self.providers):
-                self._stop_provider(name)
+        self._providers.stop_all()
         for worker in self._workers:
             worker.join(10)
         self.scanner.stop()
@@ -231,115 +214,6 @@ class Launcher:
         """Block until stop() was called (True) or timeout."""
         return self._stopped.wait(timeout)
 
-    # -- providers -------------------------------------------------------------------------
-    def _make_adapter(self, driver: registry.Driver, provider: ProviderConfig) -> ProviderAdapter:
-        if self._adapter_factory is not None and driver.launches_servers:
-            return self._adapter_factory(provider)
-        options = registry.AdapterOptions(
-            clouds_yaml=self.options.clouds_yaml,
-            poll_interval=self.options.adapter_poll,
-            endpoint_url=self.options.endpoint_url,
-        )
-        return driver.make_adapter(provider, options)
-
-    def _start_provider(self, pcfg: ProviderConfig) -> None:
-        driver = registry.find(pcfg.driver)
-        if driver is None:
-            log.error("Provider %s: driver %s is not supported; skipped", pcfg.name, pcfg.driver)
-            return
-        try:
-            adapter = self._make_adapter(driver, pcfg)
-        except Exception as e:
-            # Upstream skips a provider whose manager cannot start; others keep working.
-            log.error("Provider %s could not start: %s", pcfg.name, e)
-            return
-        runner = ProviderRunner(
-            pcfg.name,
-            adapter,
-            self.node_store.store,
-            self._scan,
-            self.stats,
-            self.options.runner_poll,
-            self._zk_paused,
-        )
-        provider = _Provider(pcfg, adapter, runner)
-        runner.on_health_change = lambda: self._wake_pools_of(provider)
-        runner.start()
-        for pool_cfg in pcfg.pools:
-            pool_id = (
-                f"{self.options.hostname}-PoolWorker.{pcfg.name}-{pool_cfg.name}-{uuid.uuid4().hex}"
-            )
-            ctx = PoolContext(
-                config=self.config,
-                provider=pcfg,
-                pool=pool_cfg,
-                pool_id=pool_id,
-                zk=self.zk,
-                adapter=adapter,
-                runner=runner,
-                wake=lambda: None,
-                stats=self.stats,
-                cloud_quota_ttl=self.options.cloud_quota_ttl,
-            )
-            info = ctx.info()
-            component = PoolComponent(
-                hostname=self.options.hostname,
-                version=nodepool_ng.__version__,
-                state=ComponentState.RUNNING,
-                id=pool_id,
-                name=pool_cfg.name,
-                provider_name=pcfg.name,
-                supported_labels=sorted(info.supported_labels),
-                priority=info.priority,
-            )
-            worker = PoolWorker(
-                ctx,
-                self._pause_setter(component),
-                self.options.pool_interval,
-                self._zk_paused,
-            )
-            ctx.wake = worker.wake
-            self.registry.register(component)
-            provider.pools[pool_cfg.name] = _Pool(ctx, worker, component)
-            worker.start()
-        if driver.make_registrar is not None:
-            provider.registrar = driver.make_registrar(
-                pcfg, self.zk, self.options.cleanup_interval, self._zk_paused)
-            provider.registrar.start()
-        with self._lock:
-            self.providers[pcfg.name] = provider
-        log.info("Started provider %s", pcfg.name)
-
-    def _pause_setter(self, component: PoolComponent) -> Callable[[bool], None]:
-        def set_paused(paused: bool) -> None:
-            self.registry.update(component, paused=paused)
-
-        return set_paused
-
-    def _stop_provider(self, name: str) -> None:
-        with self._lock:
-            provider = self.providers.pop(name, None)
-        if provider is None:
-            return
-        if provider.registrar is not None:
-            provider.registrar.stop()
-            provider.registrar.join(10)
-        for pool in provider.pools.values():
-            pool.worker.stop()
-        for pool in provider.pools.values():
-            pool.worker.join(10)
-            try:
-                self.registry.unregister(pool.component)
-            except Exception as e:
-                log.warning("Could not unregister pool %s: %s", pool.ctx.pool_id, e)
-        provider.runner.stop()
-        provider.runner.join(10)
-        try:
-            provider.adapter.stop()
-        except Exception as e:
-            log.warning("Provider %s adapter stop failed: %s", name, e)
-        log.info("Stopped provider %s", name)
-
     def _check_config(self) -> float | None:
         new = self.watcher.check()
         if new is None:
@@ -350,45 +224,16 @@ class Launcher:
     def apply_config(self, new: Config) -> None:
         """Restart changed providers, start new ones, stop removed ones; keep the rest."""
         with self._lock:
-            old = self.config
-            self.config = new
-            mine = self._mine(new)
-            for name in list(self.providers):
-                if name not in mine or mine[name] != old.providers.get(name):
-                    self._stop_provider(name)
-            for name, pcfg in mine.items():
-                if name not in self.providers:
-                    self._start_provider(pcfg)
-            for provider in self.providers.values():
-                for pool in provider.pools.values():
-                    pool.ctx.config = new
+            old, self.config = self.config, new
+            self._providers.apply(old, new)
         self.min_ready.wake()
-
-    def _mine(self, config: Config) -> dict[str, ProviderConfig]:
-        """The providers of `config` this process runs (`LauncherOptions.providers`)."""
-        wanted = self.options.providers
-        return {name: p for name, p in config.providers.items()
-                if wanted is None or name in wanted}
 
     # -- views for the workers -------------------------------------------------------------
     def _zk_paused(self) -> bool:
         return self.zk_client is None or not self.zk_client.is_connected
 
-    def _runners(self) -> dict[str, ProviderRunner]:
-        with self._lock:
-            return {name: p.runner for name, p in self.providers.items()}
-
     def _pool_workers(self) -> list[PoolWorker]:
-        with self._lock:
-            return [pool.worker for p in self.providers.values() for pool in p.pools.values()]
-
-    def _busy_nodes(self) -> set[str]:
-        """Nodes our handlers hold (their locks may be gone with an expired session)."""
-        return {nid for w in self._pool_workers() for nid in w.ctx.ledger.held_nodes()}
-
-    def _active_requests(self) -> set[str]:
-        """Requests our pools are accepting or handling."""
-        return {rid for w in self._pool_workers() for rid in w.ctx.ledger.requests()}
+        return self._providers.pool_workers()
 
     def _pool_infos(self) -> list[PoolInfo]:
         return [
@@ -403,106 +248,16 @@ class Launcher:
             for c in self.registry.pools()
         ]
 
-    def _ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
-        key = (image, provider)
-        now = time.monotonic()
-        cached = self._uploads.get(key)
-        if cached is not None and now - cached[0] < 5.0:
-            return cached[1]
-        upload = self.image_store.latest_ready_upload(image, provider)
-        value = (upload.path, upload.external_id or "") if upload else None
-        self._uploads[key] = (now, value)
-        return value
-
     def _scan(self, host: str, port: int, timeout: float, connection_type: str) -> Any:
         return self.scanner.submit(host, port, timeout, connection_type)
 
     def _min_ready_wanted(self) -> dict[str, int]:
-        """Labels whose min-ready this process keeps: one of its running providers can
-        launch the label now. With `--provider`, several processes share one config: only
-        the one running the first such provider (by name) keeps it, so they do not all ask
-        for the same missing node at once."""
+        """Labels whose min-ready this process keeps (`min_ready.labels_to_keep`)."""
         with self._lock:
             running = set(self.providers)
-        wanted: dict[str, int] = {}
-        for label in self.config.labels.values():
-            if label.min_ready <= 0:
-                continue
-            able = [name for name, p in sorted(self.config.providers.items())
-                    if self._can_launch(p, label.name)]
-            if self.options.providers is not None:
-                able = able[:1]
-            if any(name in running for name in able):
-                wanted[label.name] = label.min_ready
-        return wanted
+        return labels_to_keep(self.config, running, self.options.providers is not None,
+                              self.ready_uploads)
 
-    def _can_launch(self, provider: ProviderConfig, label: str) -> bool:
-        """A pool of `provider` boots `label` and its image is there (any provider: the
-        config and the image records are shared)."""
-        for pool in provider.pools_for_label(label):
-            pool_label = pool.label(label)
-            if pool_label is None:
-                continue
-            if pool_label.cloud_image or (
-                    pool_label.diskimage
-                    and self._ready_upload(pool_label.diskimage, provider.name)):
-                return True
-        return False
-
-    # -- ZooKeeper session ------------------------------------------------------------------
-    def _on_zk_state(self, state: ConnectionState) -> None:
-        # Workers pause by themselves while disconnected (`_zk_paused`); an expiry also took
-        # our locks: the pool workers re-take them before their next pass.
-        if state is ConnectionState.LOST and not self._stopped.is_set():
-            log.warning("ZooKeeper session expired; re-locking in-flight work on reconnect")
-            self._session_lost()
-
-    def _on_new_session(self) -> None:
-        # The registry re-creates our components itself; caches reload on their own.
-        log.info("New ZooKeeper session; components re-registered, carrying on")
-        self._wake_pools()
-        self.deleter.wake()
-        self.min_ready.wake()
-        self.cleanup.wake()
-
-    def _session_lost(self) -> None:
-        for worker in self._pool_workers():
-            worker.on_session_lost()
-
-    # -- watches ---------------------------------------------------------------------------
-    @staticmethod
-    def _wake_pools_of(provider: _Provider) -> None:
-        for pool in provider.pools.values():
-            pool.worker.wake()
-
-    def _wake_pools(self) -> None:
-        for worker in self._pool_workers():
-            worker.wake()
-
-    def _on_node(self, node_id: str, node: Any) -> None:
-        for worker in self._pool_workers():
-            worker.ctx.ledger.node_seen(node_id)  # the cache accounts for it from now on
-        self._wake_pools()
-        self.deleter.wake()
-        self.min_ready.wake()
-        if node is None:  # a registered host's node record gone: its slot is free again
-            for registrar in self._registrars():
-                registrar.wake()
-
-    def _registrars(self) -> list[Worker]:
-        with self._lock:
-            return [p.registrar for p in self.providers.values() if p.registrar is not None]
-
-    def _on_request(self, request_id: str, request: Any) -> None:
-        self._wake_pools()
-        self.min_ready.wake()
-
-    def _on_component(self, key: str, component: Any) -> None:
-        self._wake_pools()
-        if component is None:
-            self.cleanup.wake()  # a launcher may have died: look for lost requests
-
-    # -- stats -----------------------------------------------------------------------------
     def _report_stats(self) -> float | None:
         if not self.election.is_leader:
             return None
@@ -517,3 +272,48 @@ class Launcher:
         }
         self.stats.node_gauges(nodes, maxes)
         return None
+
+
+@dataclass
+class _Listeners:
+    """What ZooKeeper session and cache events wake (the threads of kazoo and the caches)."""
+
+    providers: Providers
+    deleter: Worker
+    min_ready: Worker
+    cleanup: Worker
+    stopped: threading.Event
+
+    def on_zk_state(self, state: ConnectionState) -> None:
+        # Workers pause by themselves while disconnected (`_zk_paused`); an expiry also took
+        # our locks: the pool workers re-take them before their next pass.
+        if state is ConnectionState.LOST and not self.stopped.is_set():
+            log.warning("ZooKeeper session expired; re-locking in-flight work on reconnect")
+            for worker in self.providers.pool_workers():
+                worker.on_session_lost()
+
+    def on_new_session(self) -> None:
+        # The registry re-creates our components itself; caches reload on their own.
+        log.info("New ZooKeeper session; components re-registered, carrying on")
+        self.providers.wake_pools()
+        self.deleter.wake()
+        self.min_ready.wake()
+        self.cleanup.wake()
+
+    def on_node(self, node_id: str, node: Any) -> None:
+        self.providers.node_seen(node_id)  # the cache accounts for it from now on
+        self.providers.wake_pools()
+        self.deleter.wake()
+        self.min_ready.wake()
+        if node is None:  # a registered host's node record gone: its slot is free again
+            for registrar in self.providers.registrars():
+                registrar.wake()
+
+    def on_request(self, request_id: str, request: Any) -> None:
+        self.providers.wake_pools()
+        self.min_ready.wake()
+
+    def on_component(self, key: str, component: Any) -> None:
+        self.providers.wake_pools()
+        if component is None:
+            self.cleanup.wake()  # a launcher may have died: look for lost requests

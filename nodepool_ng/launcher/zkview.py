@@ -7,6 +7,7 @@ lock is taken ("double check after lock").
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
+from nodepool_ng.zk.images import ImageStore
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 
@@ -257,3 +259,23 @@ class StoresView:
 
     def ready_upload(self, image: str, provider: str) -> tuple[str, str] | None:
         return self._ready_upload(image, provider) if self._ready_upload else None
+
+
+class ReadyUploads:
+    """`LauncherZK.ready_upload` from the image store, each answer kept for `ttl` seconds."""
+
+    def __init__(self, images: ImageStore, ttl: float = 5.0) -> None:
+        self.images = images
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {}
+
+    def __call__(self, image: str, provider: str) -> tuple[str, str] | None:
+        key = (image, provider)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        upload = self.images.latest_ready_upload(image, provider)
+        value = (upload.path, upload.external_id or "") if upload else None
+        self._cache[key] = (now, value)
+        return value
