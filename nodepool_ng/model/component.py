@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from nodepool_ng.model.record import (
     LIST,
-    NOT_IN_JSON,
+    LOCAL,
     JsonObject,
     derived,
     enum_value,
@@ -68,7 +68,7 @@ class Component(JsonObject):
                                 repr=False, metadata=derived(write=enum_value))
     version: str | None = None
     model_api: int = field(default=MODEL_API, metadata=key(read=int_or_zero))
-    path: str | None = field(default=None, kw_only=True, compare=False, metadata=NOT_IN_JSON)
+    path: str | None = field(default=None, kw_only=True, compare=False, metadata=LOCAL)
 
     def __post_init__(self) -> None:
         self.kind = self.KIND

@@ -8,11 +8,11 @@ from enum import StrEnum
 from typing import Any
 
 from nodepool_ng.model.record import (
-    NOT_IN_JSON,
+    IDENTITY,
+    LOCAL,
     STATE,
     STATE_TIME,
     Record,
-    decode_json,
     key,
 )
 
@@ -58,8 +58,8 @@ class ImageBuild(Record):
 
     STATE_TYPE = BuildState
 
-    image_name: str | None = field(default=None, metadata=NOT_IN_JSON)
-    id: str | None = field(default=None, metadata=NOT_IN_JSON)
+    image_name: str | None = field(default=None, metadata=IDENTITY)
+    id: str | None = field(default=None, metadata=IDENTITY)
     state: BuildState | None = field(default=BuildState.BUILDING, metadata=STATE)
     state_time: float | None = field(default_factory=time.time, metadata=STATE_TIME)
     # Upstream omits these when unset, and joins formats sorted with commas.
@@ -70,7 +70,6 @@ class ImageBuild(Record):
     username: str | None = DEFAULT_USERNAME
     python_path: str | None = DEFAULT_PYTHON_PATH
     shell_type: str | None = None
-    zk_version: int = field(default=-1, compare=False, repr=False, metadata=NOT_IN_JSON)
 
     @classmethod
     def from_dict(cls, image_name: str | None, build_id: str | None,
@@ -79,12 +78,6 @@ class ImageBuild(Record):
         return cls(image_name=image_name, id=build_id,
                    **cls._read(data, f"build {image_name}/{build_id}"))
 
-    @classmethod
-    def from_json(cls, image_name: str, build_id: str, raw: bytes | None) -> ImageBuild:
-        """Build from znode bytes."""
-        return cls.from_dict(image_name, build_id,
-                             decode_json(raw, f"build {image_name}/{build_id}"))
-
 
 @dataclass
 class ImageUpload(Record):
@@ -92,10 +85,10 @@ class ImageUpload(Record):
 
     STATE_TYPE = UploadState
 
-    image_name: str | None = field(default=None, metadata=NOT_IN_JSON)
-    build_id: str | None = field(default=None, metadata=NOT_IN_JSON)
-    provider_name: str | None = field(default=None, metadata=NOT_IN_JSON)
-    id: str | None = field(default=None, metadata=NOT_IN_JSON)
+    image_name: str | None = field(default=None, metadata=IDENTITY)
+    build_id: str | None = field(default=None, metadata=IDENTITY)
+    provider_name: str | None = field(default=None, metadata=IDENTITY)
+    id: str | None = field(default=None, metadata=IDENTITY)
     state: UploadState | None = field(default=UploadState.UPLOADING, metadata=STATE)
     state_time: float | None = field(default_factory=time.time, metadata=STATE_TIME)
     external_id: str | None = None
@@ -104,10 +97,9 @@ class ImageUpload(Record):
     username: str | None = DEFAULT_USERNAME
     python_path: str | None = DEFAULT_PYTHON_PATH
     shell_type: str | None = None
-    zk_version: int = field(default=-1, compare=False, repr=False, metadata=NOT_IN_JSON)
     # The znode path (what a Node's `image_id` holds for diskimage nodes): set by the
     # ImageStore when it reads or creates the upload; empty before.
-    path: str = field(default="", compare=False, repr=False, metadata=NOT_IN_JSON)
+    path: str = field(default="", compare=False, repr=False, metadata=LOCAL)
 
     @classmethod
     def from_dict(cls, image_name: str | None, build_id: str | None, provider_name: str | None,

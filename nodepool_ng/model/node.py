@@ -8,13 +8,12 @@ from enum import StrEnum
 from typing import Any
 
 from nodepool_ng.model.record import (
+    IDENTITY,
     KEPT_LOCAL,
     LIST,
-    NOT_IN_JSON,
     STATE,
     STATE_TIME,
     Record,
-    decode_json,
     key,
 )
 
@@ -85,7 +84,7 @@ class Node(Record):
     STATE_TYPE = NodeState
     CHECK_TYPES = True
 
-    id: str | None = field(default=None, metadata=NOT_IN_JSON)
+    id: str | None = field(default=None, metadata=IDENTITY)
     state: NodeState | None = field(default=None, metadata=STATE)
     state_time: float | None = field(default_factory=time.time, metadata=STATE_TIME)
     cloud: str | None = None
@@ -129,22 +128,16 @@ class Node(Record):
     requestor: str | None = None
     node_properties: dict[str, Any] = field(default_factory=dict,
                                             metadata=key(read=_or_empty_dict))
-    # The held lock, the cached lock contenders and the znode version last read.
+    # The held lock and the lock contenders the cache saw.
     lock: Any = field(default=None, compare=False, repr=False, metadata=KEPT_LOCAL)
     lock_contenders: frozenset[str] = field(default=frozenset(), compare=False, repr=False,
                                       metadata=KEPT_LOCAL)
-    zk_version: int = field(default=-1, compare=False, repr=False, metadata=NOT_IN_JSON)
 
     @classmethod
     def from_dict(cls, node_id: str | None, data: dict[str, Any]) -> Node:
         """Build a Node from its JSON object; unknown keys (e.g. Zuul's `id`) go to `extra`.
         A field of the wrong type raises MalformedRecord naming it."""
         return cls(id=node_id, **cls._read(data, f"node {node_id}"))
-
-    @classmethod
-    def from_json(cls, node_id: str | None, raw: bytes | None) -> Node:
-        """Build a Node from znode bytes; raises ValueError naming the node on bad data."""
-        return cls.from_dict(node_id, decode_json(raw, f"node {node_id}"))
 
     @property
     def label(self) -> str | None:

@@ -61,8 +61,10 @@ class Key:
 
 @dataclass(frozen=True)
 class _NotInJson:
-    """Marks a field that is no JSON key; `kept` fields survive a store's `refresh`."""
+    """Marks a field that is no JSON key: part of the record's identity (its znode path),
+    or local bookkeeping; `kept` local fields survive a store's `refresh`."""
 
+    identity: bool = False
     kept: bool = False
 
 
@@ -93,8 +95,10 @@ def int_or_zero(value: Any) -> int:
 
 
 # Field metadata shared by every record.
-# No JSON key: the identity (part of the znode path) or local bookkeeping.
-NOT_IN_JSON: dict[str, Any] = {_META: _NotInJson()}
+# No JSON key: the record's identity, in znode path order (`identity()`).
+IDENTITY: dict[str, Any] = {_META: _NotInJson(identity=True)}
+# No JSON key: local bookkeeping.
+LOCAL: dict[str, Any] = {_META: _NotInJson()}
 # Local and belonging to this object, not to the znode (a held lock): re-reading the record
 # leaves it as it is.
 KEPT_LOCAL: dict[str, Any] = {_META: _NotInJson(kept=True)}
@@ -104,6 +108,18 @@ STATE = key(missing=None, write=enum_value)
 STATE_TIME = key(missing=None)
 # A list of strings: null reads as [], written as a copy.
 LIST = key(read=_list, write=list)
+
+
+def identity(record: Any) -> tuple[str | None, ...]:
+    """The values of the record's identity fields, in declaration (= znode path) order."""
+    return tuple(getattr(record, f.name) for f in dataclasses.fields(record)
+                 if f.metadata.get(_META) == _NotInJson(identity=True))
+
+
+def identity_names(cls: type) -> tuple[str, ...]:
+    """The names of the identity fields of a record class."""
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.metadata.get(_META) == _NotInJson(identity=True))
 
 
 def kept_fields(cls: type) -> frozenset[str]:
@@ -126,7 +142,7 @@ class JsonObject:
     SORT_KEYS: ClassVar[bool] = False
 
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False,
-                                  metadata=NOT_IN_JSON)
+                                  metadata=LOCAL)
 
     @classmethod
     def json_keys(cls) -> tuple[str, ...]:
@@ -184,6 +200,10 @@ class Record(JsonObject):
     """Base of the state-carrying records: subclasses set `STATE_TYPE`."""
 
     STATE_TYPE: ClassVar[type[StrEnum]]
+
+    # The znode version last read or written (-1: none).
+    zk_version: int = field(default=-1, kw_only=True, compare=False, repr=False,
+                            metadata=LOCAL)
 
     def __post_init__(self) -> None:
         state = getattr(self, "state", None)

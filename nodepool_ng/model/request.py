@@ -8,13 +8,12 @@ from enum import StrEnum
 from typing import Any
 
 from nodepool_ng.model.record import (
+    IDENTITY,
     KEPT_LOCAL,
     LIST,
-    NOT_IN_JSON,
     STATE,
     STATE_TIME,
     Record,
-    decode_json,
     int_or_zero,
     key,
 )
@@ -69,7 +68,7 @@ class NodeRequest(Record):
     STATE_TYPE = RequestState
     CHECK_TYPES = True
 
-    id: str | None = field(default=None, metadata=NOT_IN_JSON)
+    id: str | None = field(default=None, metadata=IDENTITY)
     state: RequestState | None = field(default=RequestState.REQUESTED, metadata=STATE)
     state_time: float | None = field(default_factory=time.time, metadata=STATE_TIME)
     declined_by: list[str] = field(default_factory=list, metadata=LIST)
@@ -83,9 +82,8 @@ class NodeRequest(Record):
     event_id: str | None = None
     created_time: float | None = None
     tenant_name: str | None = None
-    # The held lock and the znode version last read.
+    # The held lock.
     lock: Any = field(default=None, compare=False, repr=False, metadata=KEPT_LOCAL)
-    zk_version: int = field(default=-1, compare=False, repr=False, metadata=NOT_IN_JSON)
 
     @classmethod
     def from_dict(cls, request_id: str | None, data: dict[str, Any]) -> NodeRequest:
@@ -93,11 +91,6 @@ class NodeRequest(Record):
         A field of the wrong type raises MalformedRecord naming it (a request for the labels
         "s", "m", "a", "l", "l" is worse than none)."""
         return cls(id=request_id, **cls._read(data, f"request {request_id}"))
-
-    @classmethod
-    def from_json(cls, request_id: str | None, raw: bytes | None) -> NodeRequest:
-        """Build from znode bytes; ValueError naming the request on bad data."""
-        return cls.from_dict(request_id, decode_json(raw, f"request {request_id}"))
 
     @property
     def priority(self) -> str:

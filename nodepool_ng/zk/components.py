@@ -7,7 +7,6 @@ registered (session listener of the client). Updates are versioned `set`s of the
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
@@ -22,6 +21,7 @@ from nodepool_ng.model.component import (
     ComponentKind,
     PoolComponent,
 )
+from nodepool_ng.model.record import decode_json
 from nodepool_ng.zk import paths
 from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -30,28 +30,16 @@ log = logging.getLogger("nodepool_ng.zk.components")
 
 
 def _parse(path: str) -> tuple[str, str | None] | None:
-    if not path.startswith(paths.COMPONENTS_ROOT + "/"):
+    parsed = paths.parse_component_path(path)
+    if parsed is None or parsed[0] not in ComponentKind.__members__.values():
         return None
-    parts = path[len(paths.COMPONENTS_ROOT) + 1 :].split("/")
-    if len(parts) != 2:
-        return None
-    try:
-        ComponentKind(parts[0])
-    except ValueError:
-        return None
-    return f"{parts[0]}/{parts[1]}", None
+    return "/".join(parsed), None
 
 
 def _decode(key: str, raw: bytes | None) -> Component:
     kind, _, _name = key.partition("/")
-    try:
-        data = json.loads((raw or b"{}").decode("utf-8"))
-    except ValueError as e:
-        raise ValueError(f"component {key}: payload is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"component {key}: payload is not a JSON object")
     return COMPONENT_TYPES[ComponentKind(kind)].from_dict(
-        data, path=f"{paths.COMPONENTS_ROOT}/{key}"
+        decode_json(raw, f"component {key}"), path=f"{paths.COMPONENTS_ROOT}/{key}"
     )
 
 

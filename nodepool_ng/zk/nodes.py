@@ -6,13 +6,11 @@ import logging
 import time
 from typing import Any
 
-from kazoo.exceptions import BadVersionError
-
-from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
+from nodepool_ng.errors import LockError, RecordNotFound
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.zk import locks, paths
-from nodepool_ng.zk.cache import CachedStore, RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.records import RecordKind, RecordStore
 
 log = logging.getLogger("nodepool_ng.zk.nodes")
 
@@ -29,19 +27,18 @@ def _parse(path: str) -> tuple[str, str | None] | None:
     return node_id, contender
 
 
-def _stamp(node: Node, version: int | None, contenders: frozenset[str]) -> None:
-    if version is not None:
-        node.zk_version = version
-    node.lock_contenders = contenders
+NODES = RecordKind("node", Node, paths.node_path)
 
 
-class NodeStore(CachedStore[Node]):
-    """Create, read, write, lock and delete nodes. Call `start_cache()` for cached listing."""
+class NodeStore(RecordStore[Node]):
+    """Create, read, write, lock and delete nodes. Call `start_cache()` for cached listing.
+
+    `get(node_id)`, `exists(node_id)`, `refresh(node)`, `store(node, check_version)`,
+    `ids()`, `unlock(node)` and `is_locked(node_id)` come from RecordStore."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
-        super().__init__(client, RecordCache(
-            client, paths.NODES_ROOT, _parse, Node.from_json, _stamp
-        ))
+        super().__init__(client, NODES, paths.NODES_ROOT, _parse, paths.node_lock_path,
+                         lock_parents=False)
 
     # -- cache -------------------------------------------------------------------------------
     def cached_nodes(self) -> list[Node]:
@@ -65,49 +62,7 @@ class NodeStore(CachedStore[Node]):
         created = self.client.create(
             paths.NODES_ROOT + "/", node.to_json(), sequence=True, what="new node"
         )
-        node.id = created.rsplit("/", 1)[-1]
-        node.zk_version = 0
-        return node.id
-
-    def get(self, node_id: str) -> Node:
-        """Read a node from ZooKeeper (not the cache). RecordNotFound if gone."""
-        data, stat = self.client.get(paths.node_path(node_id), what=f"node {node_id}")
-        try:
-            node = Node.from_json(node_id, data)
-        except ValueError as e:
-            raise ZooKeeperError(str(e)) from e
-        node.zk_version = stat.version
-        return node
-
-    def exists(self, node_id: str) -> bool:
-        """True if the node znode exists."""
-        return self.client.exists(paths.node_path(node_id)) is not None
-
-    def refresh(self, node: Node) -> Node:
-        """Re-read `node` from ZooKeeper in place (keeps its lock); returns it."""
-        if node.id is None:
-            raise ValueError("node has no id")
-        fresh = self.get(node.id)
-        lock = node.lock
-        for name in node.__dataclass_fields__:
-            if name not in ("lock", "lock_contenders"):
-                object.__setattr__(node, name, getattr(fresh, name))
-        node.lock = lock
-        return node
-
-    def store(self, node: Node, check_version: bool = False) -> None:
-        """Write `node` (must exist). With `check_version`, fail with ZooKeeperError if it
-        changed since it was read."""
-        if node.id is None:
-            raise ValueError("node has no id; use create()")
-        version = node.zk_version if check_version else -1
-        path, data = paths.node_path(node.id), node.to_json()
-        try:
-            stat = self._write_through(path, data, lambda: self.client.set(
-                path, data, version, what=f"node {node.id}"))
-        except BadVersionError as e:
-            raise ZooKeeperError(f"node {node.id}: changed since read") from e
-        node.zk_version = stat.version
+        return self._created(node, created)
 
     def delete(self, node: Node | str) -> None:
         """Remove the node and its lock dir.
@@ -146,19 +101,9 @@ class NodeStore(CachedStore[Node]):
         node.set_state(NodeState.DELETED)  # what the object now describes
         return True
 
-    def ids(self) -> list[str]:
-        """Node ids in ZooKeeper (direct read), sorted."""
-        return sorted(c for c in self.client.get_children(paths.NODES_ROOT) if c != paths.LOCK)
-
     def read_all(self) -> list[Node]:
         """All nodes read directly from ZooKeeper (for the CLI; daemons use the cache)."""
-        out = []
-        for node_id in self.ids():
-            try:
-                out.append(self.get(node_id))
-            except RecordNotFound:
-                continue
-        return out
+        return self._read_children(NODES, paths.NODES_ROOT)
 
     # -- locks -------------------------------------------------------------------------------
     def lock(
@@ -173,35 +118,19 @@ class NodeStore(CachedStore[Node]):
         Non-blocking by default. Keeps the lock on `node.lock`. Re-read the node afterwards
         (`refresh`) and re-check its state: another process may have changed it.
         """
-        if node.id is None:
-            raise ValueError("node has no id")
-        if node.lock is not None and node.lock.is_acquired:
-            raise LockError(f"node {node.id}: already locked by this process")
-        lock = self._new_lock(node.id, identifier)
-        try:
-            locks.acquire(self.client, lock, blocking=blocking, timeout=timeout,
-                          what=f"node {node.id}", new_dir=node.zk_version == 0)
-        except RecordNotFound as e:
-            raise LockError(f"node {node.id}: gone") from e
-        node.lock = lock
-
-    def _new_lock(self, node_id: str, identifier: str | None) -> locks.ZkLock:
-        # The lock dir's parent is the node: a missing parent means the node is gone.
-        return locks.make_lock(self.client, paths.node_lock_path(node_id), identifier,
-                               make_parents=False)
+        self._take_lock(node, blocking, timeout, identifier, new_dir=node.zk_version == 0)
 
     def lock_and_store(self, node: Node, identifier: str | None = None) -> None:
         """Lock a node this process just created and write it, in one round trip when its
         lock dir does not exist yet (the usual case: nobody else has tried to lock it)."""
-        if node.id is None:
-            raise ValueError("node has no id")
-        lock = self._new_lock(node.id, identifier)
-        path, data = paths.node_path(node.id), node.to_json()
+        (node_id,) = NODES.key(node)
+        lock = self._new_lock(node_id, identifier)
+        path, data = paths.node_path(node_id), node.to_json()
         written: list[Any] = []
 
         def lock_with_write() -> Any:
             # The write rides along only when the lock is taken in one transaction.
-            written.extend(locks.acquire(self.client, lock, what=f"node {node.id}",
+            written.extend(locks.acquire(self.client, lock, what=f"node {node_id}",
                                          new_dir=True,
                                          extra_ops=[("set", path, data, node.zk_version)]))
             return written[0] if written else None
@@ -209,21 +138,12 @@ class NodeStore(CachedStore[Node]):
         try:
             self._write_through(path, data, lock_with_write)
         except RecordNotFound as e:
-            raise LockError(f"node {node.id}: gone") from e
+            raise LockError(f"node {node_id}: gone") from e
         node.lock = lock
         if written:
             node.zk_version = written[0].version
         else:
             self.store(node)
-
-    def unlock(self, node: Node) -> None:
-        """Release the node lock if this object holds it."""
-        locks.release(node.lock)
-        node.lock = None
-
-    def is_locked(self, node_id: str) -> bool:
-        """True if anyone holds (or waits for) the node lock (direct read)."""
-        return locks.is_locked(self.client, paths.node_lock_path(node_id))
 
     def lock_contenders(self, node_id: str) -> list[str]:
         """Contender znode names of the node lock, holder first (direct read)."""

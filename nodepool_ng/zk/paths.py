@@ -18,6 +18,10 @@ STATS_ELECTION = f"{ELECTIONS_ROOT}/stats"
 LAUNCHERS_ROOT = f"{ROOT}/launchers"
 
 LOCK = "lock"
+# Flag znodes below an image.
+PAUSE = "pause"
+REQUEST_BUILD = "request-build"
+IMAGE_FLAGS = (PAUSE, REQUEST_BUILD)
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -26,15 +30,14 @@ def node_path(node_id: str) -> str:
 
 
 def node_lock_path(node_id: str) -> str:
-    return f"{NODES_ROOT}/{node_id}/{LOCK}"
+    return f"{node_path(node_id)}/{LOCK}"
 
 
 def parse_node_path(path: str) -> tuple[str, bool, str | None] | None:
     """`/nodepool/nodes/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
-    rest = _under(path, NODES_ROOT)
-    if not rest:
+    parts = _parts_under(path, NODES_ROOT)
+    if not parts:
         return None
-    parts = rest.split("/")
     if len(parts) == 1:
         return parts[0], False, None
     if parts[1] != LOCK or len(parts) > 3:
@@ -70,24 +73,24 @@ def image_path(image: str) -> str:
 
 
 def image_pause_path(image: str) -> str:
-    return f"{IMAGES_ROOT}/{image}/pause"
+    return f"{image_path(image)}/{PAUSE}"
 
 
 def image_request_build_path(image: str) -> str:
-    return f"{IMAGES_ROOT}/{image}/request-build"
+    return f"{image_path(image)}/{REQUEST_BUILD}"
 
 
 def builds_path(image: str) -> str:
-    return f"{IMAGES_ROOT}/{image}/builds"
+    return f"{image_path(image)}/builds"
 
 
 def image_build_lock_path(image: str) -> str:
     """Image-level build lock: one builder builds an image at a time."""
-    return f"{IMAGES_ROOT}/{image}/builds/{LOCK}"
+    return f"{builds_path(image)}/{LOCK}"
 
 
 def build_path(image: str, build_id: str) -> str:
-    return f"{IMAGES_ROOT}/{image}/builds/{build_id}"
+    return f"{builds_path(image)}/{build_id}"
 
 
 def build_lock_path(image: str, build_id: str) -> str:
@@ -116,10 +119,17 @@ def upload_number_lock_path(image: str, build_id: str, provider: str, upload_id:
     return f"{upload_path(image, build_id, provider, upload_id)}/{LOCK}"
 
 
+def parse_image_flag_path(path: str) -> tuple[str, str] | None:
+    """`/nodepool/images/<image>/<flag>` -> (image, flag) for the flags in IMAGE_FLAGS."""
+    parts = _parts_under(path, IMAGES_ROOT)
+    if len(parts) != 2 or parts[1] not in IMAGE_FLAGS:
+        return None
+    return parts[0], parts[1]
+
+
 def parse_build_path(path: str) -> tuple[str, str] | None:
     """`/nodepool/images/<image>/builds/<build>` -> (image, build)."""
-    rest = _under(path, IMAGES_ROOT)
-    parts = rest.split("/") if rest else []
+    parts = _parts_under(path, IMAGES_ROOT)
     if len(parts) != 3 or parts[1] != "builds" or parts[2] == LOCK:
         return None
     return parts[0], parts[2]
@@ -127,8 +137,7 @@ def parse_build_path(path: str) -> tuple[str, str] | None:
 
 def parse_upload_path(path: str) -> tuple[str, str, str, str] | None:
     """`.../images/<image>/builds/<b>/providers/<p>/images/<u>` -> (image, build, provider, u)."""
-    rest = _under(path, IMAGES_ROOT)
-    parts = rest.split("/") if rest else []
+    parts = _parts_under(path, IMAGES_ROOT)
     if (
         len(parts) != 7
         or parts[1] != "builds"
@@ -147,10 +156,21 @@ def component_root(kind: str) -> str:
 
 def component_prefix(kind: str, hostname: str) -> str:
     """Prefix for the ephemeral-sequential registration znode `<hostname><seq10>`."""
-    return f"{COMPONENTS_ROOT}/{kind}/{hostname}"
+    return f"{component_root(kind)}/{hostname}"
+
+
+def parse_component_path(path: str) -> tuple[str, str] | None:
+    """`/nodepool/components/<kind>/<name>` -> (kind, name); the kind is not checked."""
+    parts = _parts_under(path, COMPONENTS_ROOT)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
 def _under(path: str, root: str) -> str | None:
     if not path.startswith(root + "/"):
         return None
     return path[len(root) + 1 :]
+
+
+def _parts_under(path: str, root: str) -> list[str]:
+    rest = _under(path, root)
+    return rest.split("/") if rest else []

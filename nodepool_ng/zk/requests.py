@@ -18,26 +18,26 @@ from nodepool_ng.model.request import (
     format_priority,
     is_request_id,
 )
-from nodepool_ng.zk import locks, paths
-from nodepool_ng.zk.cache import CachedStore, RecordCache
+from nodepool_ng.zk import paths
 from nodepool_ng.zk.client import ZooKeeperClient
+from nodepool_ng.zk.records import RecordKind, RecordStore
 
 log = logging.getLogger("nodepool_ng.zk.requests")
 
 
-def _stamp(request: NodeRequest, version: int | None, contenders: frozenset[str]) -> None:
-    if version is not None:
-        request.zk_version = version
+REQUESTS = RecordKind("request", NodeRequest, paths.request_path)
 
 
-class RequestStore(CachedStore[NodeRequest]):
-    """Submit, read, write, lock and delete node requests; cached sorted iteration."""
+class RequestStore(RecordStore[NodeRequest]):
+    """Submit, read, write, lock and delete node requests; cached sorted iteration.
+
+    `get(request_id)`, `exists(request_id)`, `refresh(request)`, `store(request,
+    check_version)`, `unlock(request)` and `is_locked(request_id)` come from RecordStore."""
 
     def __init__(self, client: ZooKeeperClient) -> None:
         self._bad_names: set[str] = set()  # warned about once each
-        super().__init__(client, RecordCache(
-            client, paths.REQUESTS_ROOT, self._parse, NodeRequest.from_json, _stamp
-        ))
+        super().__init__(client, REQUESTS, paths.REQUESTS_ROOT, self._parse,
+                         paths.request_lock_path)
 
     def _parse(self, path: str) -> tuple[str, str | None] | None:
         """A request znode's id; None (one warning) for a name that is no request id:
@@ -69,7 +69,7 @@ class RequestStore(CachedStore[NodeRequest]):
             path = paths.request_path(request_id)
             data, stat = self.client.get(path, what=f"request {request_id}")
             try:
-                NodeRequest.from_json(request_id, data)
+                REQUESTS.decode((request_id,), data)
                 return False  # mended meanwhile: an ordinary request now
             except MalformedRecord as e:
                 raw = e.raw
@@ -120,49 +120,7 @@ class RequestStore(CachedStore[NodeRequest]):
             sequence=True,
             what="new request",
         )
-        request.id = created.rsplit("/", 1)[-1]
-        request.zk_version = 0
-        return request.id
-
-    def get(self, request_id: str) -> NodeRequest:
-        """Read a request from ZooKeeper (not the cache). RecordNotFound if gone."""
-        data, stat = self.client.get(paths.request_path(request_id),
-                                     what=f"request {request_id}")
-        try:
-            request = NodeRequest.from_json(request_id, data)
-        except ValueError as e:
-            raise ZooKeeperError(str(e)) from e
-        request.zk_version = stat.version
-        return request
-
-    def exists(self, request_id: str) -> bool:
-        """True if the request znode exists."""
-        return self.client.exists(paths.request_path(request_id)) is not None
-
-    def refresh(self, request: NodeRequest) -> NodeRequest:
-        """Re-read `request` in place (keeps its lock); RecordNotFound if gone."""
-        if request.id is None:
-            raise ValueError("request has no id")
-        fresh = self.get(request.id)
-        lock = request.lock
-        for name in request.__dataclass_fields__:
-            if name != "lock":
-                object.__setattr__(request, name, getattr(fresh, name))
-        request.lock = lock
-        return request
-
-    def store(self, request: NodeRequest, check_version: bool = False) -> None:
-        """Write an existing request (RecordNotFound if the requestor deleted it)."""
-        if request.id is None:
-            raise ValueError("request has no id; use submit()")
-        version = request.zk_version if check_version else -1
-        path, data = paths.request_path(request.id), request.to_json()
-        try:
-            stat = self._write_through(path, data, lambda: self.client.set(
-                path, data, version, what=f"request {request.id}"))
-        except BadVersionError as e:
-            raise ZooKeeperError(f"request {request.id}: changed since read") from e
-        request.zk_version = stat.version
+        return self._created(request, created)
 
     def delete(self, request: NodeRequest | str) -> None:
         """Delete the request znode and its lock dir; missing is fine."""
@@ -172,21 +130,10 @@ class RequestStore(CachedStore[NodeRequest]):
         self.client.delete(paths.request_path(request_id), what=f"request {request_id}")
         self.delete_lock_dir(request_id)
 
-    def ids(self) -> list[str]:
-        """Request ids in ZooKeeper (direct read), in upstream's order minus relative prio."""
-        return sorted(self.client.get_children(paths.REQUESTS_ROOT))
-
     def read_all(self) -> list[NodeRequest]:
         """All requests read directly, sorted by sort_key (for the CLI)."""
-        out = []
-        for request_id in self.ids():
-            try:
-                out.append(self.get(request_id))
-            except RecordNotFound:
-                continue
-            except ZooKeeperError as e:
-                log.warning("skipping request %s: %s", request_id, e)
-        return sorted(out, key=lambda r: r.sort_key)
+        requests = self._read_children(REQUESTS, paths.REQUESTS_ROOT, skip_unreadable=True)
+        return sorted(requests, key=lambda r: r.sort_key)
 
     # -- locks -------------------------------------------------------------------------------
     def lock(
@@ -200,24 +147,7 @@ class RequestStore(CachedStore[NodeRequest]):
         """Take `/nodepool/requests-lock/<id>`; LockError if not taken. Non-blocking by
         default; re-read (`refresh`) and re-check state afterwards. `new_dir`: nobody has
         locked the request yet, as far as we know (saves a round trip when right)."""
-        if request.id is None:
-            raise ValueError("request has no id")
-        if request.lock is not None and request.lock.is_acquired:
-            raise LockError(f"request {request.id}: already locked by this process")
-        lock = locks.make_lock(self.client, paths.request_lock_path(request.id), identifier)
-        what = f"request {request.id}"
-        locks.acquire(self.client, lock, blocking=blocking, timeout=timeout, what=what,
-                      new_dir=new_dir)
-        request.lock = lock
-
-    def unlock(self, request: NodeRequest) -> None:
-        """Release the request lock if held."""
-        locks.release(request.lock)
-        request.lock = None
-
-    def is_locked(self, request_id: str) -> bool:
-        """True if the request lock has a contender (direct read)."""
-        return locks.is_locked(self.client, paths.request_lock_path(request_id))
+        self._take_lock(request, blocking, timeout, identifier, new_dir)
 
     def delete_lock_dir(self, request_id: str) -> None:
         """Remove an empty lock dir (skipped when someone holds the lock)."""
