@@ -13,15 +13,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from nodepool_ng.config.models import PoolConfig, ProviderConfig
-from nodepool_ng.drivers.base import LaunchSpec, ProviderAdapter
+from nodepool_ng.drivers.base import LaunchSpec
 from nodepool_ng.launcher import quota as q
-from nodepool_ng.launcher.ledger import PoolLedger
-from nodepool_ng.launcher.runner import ProviderRunner
-from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
+from nodepool_ng.launcher.zkview import change_idle_node, mark_deleting
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
+
+if TYPE_CHECKING:
+    from nodepool_ng.launcher.poolctx import PoolContext
 
 log = logging.getLogger("nodepool_ng.launcher.pool")
 
@@ -29,25 +30,9 @@ CLOUD_QUOTA_TTL = 5.0  # seconds; the cloud side of quota is re-read at most thi
 
 
 class PoolQuota:
-    def __init__(
-        self,
-        provider: ProviderConfig,
-        pool: PoolConfig,
-        pool_id: str,
-        zk: LauncherZK,
-        adapter: ProviderAdapter,
-        runner: ProviderRunner,
-        ledger: PoolLedger,
-        cloud_quota_ttl: float = CLOUD_QUOTA_TTL,
-    ) -> None:
-        self.provider = provider
-        self.pool = pool
-        self.pool_id = pool_id
-        self.zk = zk
-        self.adapter = adapter
-        self.runner = runner
-        self.ledger = ledger
-        self.cloud_quota_ttl = cloud_quota_ttl
+    def __init__(self, ctx: PoolContext) -> None:
+        self.ctx = ctx
+        self.provider, self.pool, self.ledger = ctx.provider, ctx.pool, ctx.ledger
         self._label_costs: dict[str, Quota] = {}
         self._cloud: tuple[float, Quota] | None = None
         self._refreshing = False
@@ -73,9 +58,10 @@ class PoolQuota:
                 volume_size=label.volume_size if label.boot_from_volume else None,
             )
             try:
-                cost = self.adapter.get_quota_for_label(spec)
+                cost = self.ctx.adapter.get_quota_for_label(spec)
             except Exception as e:
-                log.warning("%s: cannot get the cost of label %s: %s", self.pool_id, label_name, e)
+                log.warning("%s: cannot get the cost of label %s: %s", self.ctx.pool_id,
+                            label_name, e)
                 return Quota.of(instances=1)
             self._label_costs[label_name] = cost
         return cost
@@ -91,7 +77,7 @@ class PoolQuota:
         """Room to launch another `label_name` node (never in a static pool)."""
         if not self.provider.launches_servers:
             return False
-        nodes = self.zk.nodes()
+        nodes = self.ctx.zk.nodes()
         return q.has_remaining(
             self.label_cost(label_name),
             self.pool.quota_limits(),
@@ -109,9 +95,9 @@ class PoolQuota:
         )
 
     def at_concurrency_limit(self) -> bool:
-        in_flight = self.runner.active_launches + self.ledger.reservations
+        in_flight = self.ctx.runner.active_launches + self.ledger.reservations
         limit = self.provider.max_concurrency
-        return (limit >= 0 and in_flight >= limit) or not self.runner.launch_allowed(in_flight)
+        return (limit >= 0 and in_flight >= limit) or not self.ctx.runner.launch_allowed(in_flight)
 
     def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
         seen: set[str] = set()
@@ -143,35 +129,36 @@ class PoolQuota:
             return Quota()
         now = time.monotonic()
         cloud = self._cloud
-        if cloud is not None and now - cloud[0] < self.cloud_quota_ttl:
+        if cloud is not None and now - cloud[0] < self.ctx.cloud_quota_ttl:
             return cloud[1]
         if cloud is not None:
             with self._lock:
                 if self._refreshing:
                     return cloud[1]
                 self._refreshing = True
-            threading.Thread(target=self._refresh_cloud_limit, name=f"quota-{self.pool_id[-8:]}",
-                             daemon=True).start()
+            threading.Thread(target=self._refresh_cloud_limit,
+                             name=f"quota-{self.ctx.pool_id[-8:]}", daemon=True).start()
             return cloud[1]
         return self._refresh_cloud_limit()
 
     def _refresh_cloud_limit(self) -> Quota:
         now = time.monotonic()
         try:
-            limits = self.adapter.get_quota_limits()
-            known = {n.id for n in self.zk.nodes() if n.id and n.provider == self.provider.name}
-            unmanaged = q.unmanaged_usage(self.adapter.list_instances(), self.provider.name, known)
+            adapter, provider = self.ctx.adapter, self.provider.name
+            limits = adapter.get_quota_limits()
+            known = {n.id for n in self.ctx.zk.nodes() if n.id and n.provider == provider}
+            unmanaged = q.unmanaged_usage(adapter.list_instances(), provider, known)
             headroom = q.cloud_headroom(limits, unmanaged)
         except Exception as e:
             # Once per outage: the driver backs off, so each TTL would repeat the same line.
             if not self._quota_unreadable:
                 log.warning("%s: cannot read cloud quota (using the last known): %s",
-                            self.pool_id, e)
+                            self.ctx.pool_id, e)
             self._quota_unreadable = True
             headroom = self._cloud[1] if self._cloud else Quota()
         else:
             if self._quota_unreadable:
-                log.info("%s: cloud quota readable again", self.pool_id)
+                log.info("%s: cloud quota readable again", self.ctx.pool_id)
             self._quota_unreadable = False
         self._cloud = (now, headroom)
         with self._lock:
@@ -187,19 +174,15 @@ class UnusedNodeFreer:
     and not while a node of the pool is being deleted already (room is coming). Not in a
     static pool: its nodes are hosts, and every one of them is as good."""
 
-    def __init__(self, provider: ProviderConfig, pool: PoolConfig, pool_id: str,
-                 zk: LauncherZK) -> None:
-        self.provider = provider
-        self.pool = pool
-        self.pool_id = pool_id
-        self.zk = zk
+    def __init__(self, ctx: PoolContext) -> None:
+        self.ctx = ctx
         self._last_free = 0.0
 
     def free_oldest(self) -> None:
-        if not self.provider.launches_servers:
+        if not self.ctx.provider.launches_servers:
             return
-        nodes = [n for n in self.zk.nodes()
-                 if n.provider == self.provider.name and n.pool == self.pool.name]
+        zk = self.ctx.zk
+        nodes = [n for n in zk.nodes() if self.ctx.owns(n)]
         if any(n.state is NodeState.DELETING for n in nodes):
             return  # room is coming
         if time.monotonic() - self._last_free < 1.0:
@@ -208,12 +191,13 @@ class UnusedNodeFreer:
             (
                 n
                 for n in nodes
-                if n.state is NodeState.READY and not n.allocated_to and not self.zk.node_locked(n)
+                if n.state is NodeState.READY and not n.allocated_to and not zk.node_locked(n)
             ),
             key=lambda n: n.state_time or 0.0,
         )
         for node in idle:
-            if change_idle_node(self.zk, node.id or "", mark_deleting) is not None:
-                log.info("%s: at quota, deleting oldest unused node %s", self.pool_id, node.id)
+            if change_idle_node(zk, node.id or "", mark_deleting) is not None:
+                log.info("%s: at quota, deleting oldest unused node %s", self.ctx.pool_id,
+                         node.id)
                 self._last_free = time.monotonic()
                 return

@@ -40,9 +40,8 @@ class PoolContext:
     freer: UnusedNodeFreer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.quota = PoolQuota(self.provider, self.pool, self.pool_id, self.zk, self.adapter,
-                               self.runner, self.ledger, self.cloud_quota_ttl)
-        self.freer = UnusedNodeFreer(self.provider, self.pool, self.pool_id, self.zk)
+        self.quota = PoolQuota(self)
+        self.freer = UnusedNodeFreer(self)
 
     def info(self, paused: bool = False) -> PoolInfo:
         return PoolInfo(
