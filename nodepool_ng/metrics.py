@@ -11,19 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-NODE_STATES = (
-    "init",
-    "building",
-    "testing",
-    "ready",
-    "in-use",
-    "used",
-    "hold",
-    "deleting",
-    "failed",
-    "aborted",
-    "deleted",
-)
+from nodepool_ng.model.node import NodeState
+
+# `nodepool.nodes.<state>` and friends: one gauge per node state, upstream's order.
+NODE_STATES = tuple(state.value for state in NodeState)
 # `nodepool.builder.<host>.<name>` gauges.
 BUILDER_GAUGES = ("current_builds", "current_uploads", "build_workers", "upload_workers")
 # `nodepool.dib_image_build.<image>.status.<name>`: rc (gauge), duration (timer, ms),
@@ -36,93 +27,107 @@ def norm(value: str) -> str:
     return value.replace(".", "_").replace(":", "_")
 
 
+def _key(*parts: str) -> str:
+    return ".".join(("nodepool", *parts))
+
+
+def _provider(provider: str, *rest: str) -> str:
+    return _key("provider", provider, *rest)
+
+
+def _builder(hostname: str, *rest: str) -> str:
+    return _key("builder", norm(hostname), *rest)
+
+
 # -- launcher: launches (counter + timer) --------------------------------------------------
 def launch(result: str) -> str:
-    return f"nodepool.launch.{result}"
+    """result: `ready` or `error.<kind>`."""
+    return _key("launch", result)
 
 
 def launch_provider(provider: str, result: str) -> str:
-    return f"nodepool.launch.provider.{provider}.{result}"
+    return _key("launch", "provider", provider, result)
 
 
 def launch_provider_az(provider: str, az: str, result: str) -> str:
-    return f"nodepool.launch.provider.{provider}.{az}.{result}"
+    return _key("launch", "provider", provider, az, result)
 
 
 def launch_requestor(requestor: str, result: str) -> str:
-    return f"nodepool.launch.requestor.{norm(requestor)}.{result}"
+    return _key("launch", "requestor", norm(requestor), result)
 
 
 # -- launcher: node gauges (stats leader) --------------------------------------------------
 def nodes(state: str) -> str:
-    return f"nodepool.nodes.{state}"
+    """state: one of NODE_STATES."""
+    return _key("nodes", state)
 
 
 def provider_nodes(provider: str, state: str) -> str:
-    return f"nodepool.provider.{provider}.nodes.{state}"
+    return _provider(provider, "nodes", state)
 
 
 def label_nodes(label: str, state: str) -> str:
-    return f"nodepool.label.{label}.nodes.{state}"
+    return _key("label", label, "nodes", state)
 
 
 def provider_max_servers(provider: str) -> str:
-    return f"nodepool.provider.{provider}.max_servers"
+    return _provider(provider, "max_servers")
 
 
 def addressable_requests(provider: str, pool: str) -> str:
-    return f"nodepool.provider.{provider}.pool.{pool}.addressable_requests"
+    return _provider(provider, "pool", pool, "addressable_requests")
 
 
 def tenant_limit(tenant: str, limit: str) -> str:
-    return f"nodepool.tenant_limits.{tenant}.{limit}"
+    return _key("tenant_limits", tenant, limit)
 
 
 # -- launcher: cleanup and ZooKeeper health ------------------------------------------------
 def leaked(provider: str, kind: str) -> str:
     """kind: instances, floatingips, ports."""
-    return f"nodepool.provider.{provider}.leaked.{kind}"
+    return _provider(provider, "leaked", kind)
 
 
 def launcher_zk(hostname: str, name: str) -> str:
     """name: e.g. client.connection_queue, node_cache.event_queue."""
-    return f"nodepool.launcher.{norm(hostname)}.zk.{name}"
+    return _key("launcher", norm(hostname), "zk", name)
 
 
 # -- builder -------------------------------------------------------------------------------
 def dib_image_build_size(image: str, ext: str) -> str:
-    return f"nodepool.dib_image_build.{image}.{ext}.size"
+    return _key("dib_image_build", image, ext, "size")
 
 
 def dib_image_build_status(image: str, name: str) -> str:
     """name: one of BUILD_STATUS."""
-    return f"nodepool.dib_image_build.{image}.status.{name}"
+    return _key("dib_image_build", image, "status", name)
 
 
 def image_update(image: str, provider: str) -> str:
     """Counter + timer (ms) per successful upload."""
-    return f"nodepool.image_update.{image}.{provider}"
+    return _key("image_update", image, provider)
 
 
 def image_build_requests() -> str:
-    return "nodepool.image_build_requests"
+    return _key("image_build_requests")
 
 
 def image_image_build_requests(image: str) -> str:
-    return f"nodepool.image.{image}.image_build_requests"
+    return _key("image", image, "image_build_requests")
 
 
 def builder_gauge(hostname: str, name: str) -> str:
     """name: one of BUILDER_GAUGES."""
-    return f"nodepool.builder.{norm(hostname)}.{name}"
+    return _builder(hostname, name)
 
 
 def builder_build_state(hostname: str, image: str) -> str:
-    return f"nodepool.builder.{norm(hostname)}.image.{image}.build.state"
+    return _builder(hostname, "image", image, "build", "state")
 
 
 def builder_upload_state(hostname: str, image: str, provider: str) -> str:
-    return f"nodepool.builder.{norm(hostname)}.image.{image}.provider.{provider}.upload.state"
+    return _builder(hostname, "image", image, "provider", provider, "upload", "state")
 
 
 # -- the client ----------------------------------------------------------------------------
