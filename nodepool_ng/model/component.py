@@ -21,6 +21,9 @@ MODEL_API = 0
 
 
 class ComponentState(StrEnum):
+    """A daemon's (or pool's) life: registered while starting, then running; paused pools
+    take no requests. Unknown values read as stopped."""
+
     INITIALIZING = "initializing"
     RUNNING = "running"
     PAUSED = "paused"
@@ -28,6 +31,8 @@ class ComponentState(StrEnum):
 
 
 class ComponentKind(StrEnum):
+    """The registry's subtrees (`/nodepool/components/<kind>`)."""
+
     LAUNCHER = "launcher"
     BUILDER = "builder"
     POOL = "pool"

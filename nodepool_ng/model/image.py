@@ -22,6 +22,8 @@ DEFAULT_PYTHON_PATH = "/usr/bin/python2"
 
 
 class BuildState(StrEnum):
+    """Build states (upstream's strings); a ready build is what the builder uploads."""
+
     BUILDING = "building"
     READY = "ready"
     DELETING = "deleting"
@@ -29,6 +31,8 @@ class BuildState(StrEnum):
 
 
 class UploadState(StrEnum):
+    """Upload states (upstream's strings); launchers boot only from ready uploads."""
+
     UPLOADING = "uploading"
     READY = "ready"
     DELETING = "deleting"

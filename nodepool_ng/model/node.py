@@ -7,15 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from nodepool_ng.model.record import (
-    IDENTITY,
-    KEPT_LOCAL,
-    LIST,
-    STATE,
-    STATE_TIME,
-    Record,
-    key,
-)
+from nodepool_ng.model.record import IDENTITY, KEPT_LOCAL, LIST, STATE, STATE_TIME, Record, key
 
 
 class NodeState(StrEnum):

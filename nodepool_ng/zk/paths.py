@@ -26,6 +26,7 @@ IMAGE_FLAGS = (PAUSE, REQUEST_BUILD)
 
 # -- nodes ---------------------------------------------------------------------------------
 def node_path(node_id: str) -> str:
+    """A node: persistent sequential `<seq10>`, its lock dir below it."""
     return f"{NODES_ROOT}/{node_id}"
 
 
@@ -47,6 +48,7 @@ def parse_node_path(path: str) -> tuple[str, bool, str | None] | None:
 
 # -- requests ------------------------------------------------------------------------------
 def request_path(request_id: str) -> str:
+    """A node request: `<prio>-<seq10>`."""
     return f"{REQUESTS_ROOT}/{request_id}"
 
 
@@ -56,6 +58,7 @@ def request_prefix(priority: str) -> str:
 
 
 def request_lock_path(request_id: str) -> str:
+    """A request's lock dir: outside the request, so it outlives it (`cleanup_lock_dirs`)."""
     return f"{REQUEST_LOCKS_ROOT}/{request_id}"
 
 
@@ -69,6 +72,7 @@ def parse_request_path(path: str) -> str | None:
 
 # -- images --------------------------------------------------------------------------------
 def image_path(image: str) -> str:
+    """An image: parent of its flags and its builds."""
     return f"{IMAGES_ROOT}/{image}"
 
 
@@ -81,6 +85,7 @@ def image_request_build_path(image: str) -> str:
 
 
 def builds_path(image: str) -> str:
+    """Parent of an image's builds (uuid4 hex) and of its build lock."""
     return f"{image_path(image)}/builds"
 
 
@@ -151,6 +156,7 @@ def parse_upload_path(path: str) -> tuple[str, str, str, str] | None:
 
 # -- components and elections --------------------------------------------------------------
 def component_root(kind: str) -> str:
+    """Parent of the registrations of one ComponentKind."""
     return f"{COMPONENTS_ROOT}/{kind}"
 
 
