@@ -9,7 +9,7 @@ them, so one runner thread per provider can drive hundreds of launches at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,12 +77,20 @@ class Instance:
 
 @dataclass(frozen=True)
 class Resource:
-    """A cloud resource other than a server that cleanup may need to delete."""
+    """A cloud resource other than a server that cleanup may need to delete.
 
-    kind: str  # "floatingip", "port", "image"
+    `leak_interval` is set by the driver on a resource its `leak_candidates()` reports:
+    nothing claims it now (an unattached floating IP, a DOWN port no server uses, a volume
+    left `available`), and the launcher deletes it once it is reported so in consecutive
+    passes at least `leak_interval` seconds apart (0: two passes). A candidate whose
+    metadata names a node (`nodepool_node_id`) is spared while that node's record exists.
+    None: not the launcher's to delete (images and snapshots are the builder's)."""
+
+    kind: str  # the driver's name for it: "floatingip", "port", "image", "volume", ...
     external_id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     status: str | None = None
+    leak_interval: float | None = None
 
 
 class StateMachine(Protocol):
@@ -125,7 +133,14 @@ class ProviderAdapter(Protocol):
         ...
 
     def list_resources(self) -> Iterable[Resource]:
-        """Floating IPs, ports and images, with their metadata, for leak cleanup."""
+        """The provider's resources other than servers (floating IPs, ports, images,
+        volumes... as the driver has them), with their metadata."""
+        ...
+
+    def leak_candidates(self) -> Iterable[Resource]:
+        """The resources nothing claims now, each with its `leak_interval`, for the
+        launcher's leak cleanup (what the provider's config asks to clean; [] for none).
+        Called once per cleanup pass: list only what may be a candidate."""
         ...
 
     def delete_resource(self, resource: Resource) -> None: ...
@@ -139,19 +154,6 @@ class ProviderAdapter(Protocol):
 
     def stop(self) -> None:
         """Shut down executors; called when the provider is removed or the daemon stops."""
-        ...
-
-
-class QuotaReportingAdapter(ProviderAdapter, Protocol):
-    """An adapter that can tell what servers it does not manage use (OpenStack)."""
-
-    def get_unmanaged_quota_used(self, known_node_ids: Container[str] | None = None) -> Quota:
-        """Usage of other owners' servers, and of ours whose node id is not in
-        `known_node_ids` (leaked) when that is given."""
-        ...
-
-    def get_available_quota(self, known_node_ids: Container[str] | None = None) -> Quota:
-        """get_quota_limits() minus get_unmanaged_quota_used() (unlimited stays unlimited)."""
         ...
 
 

@@ -14,7 +14,7 @@ import requests
 from openstack import exceptions as os_exc
 from openstack.compute.v2.limits import AbsoluteLimits
 
-from nodepool_ng.drivers.openstack.cache import LazyListCache, TTLMemo
+from nodepool_ng.drivers.cache import LazyListCache, TTLMemo
 from nodepool_ng.drivers.openstack.quota import (
     FlavorInfo,
     classify_create_error,

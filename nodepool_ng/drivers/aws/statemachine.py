@@ -15,191 +15,146 @@ longer lists it) -> delete volumes tagged with the instance's node id that are l
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from nodepool_ng.drivers.aws.quota import classify_create_error, error_code
 from nodepool_ng.drivers.base import Instance, LaunchSpec
 from nodepool_ng.drivers.executor import Priority
-from nodepool_ng.errors import LaunchError, LaunchTimeout, TemporaryCloudError
+from nodepool_ng.drivers.statemachine import (
+    CreateStateMachine,
+    DeleteStateMachine,
+    Log,
+    ServerList,
+    Step,
+)
+from nodepool_ng.errors import LaunchError, TemporaryCloudError
 
-if TYPE_CHECKING:
-    from nodepool_ng.drivers.aws.adapter import AwsAdapter
-
-Log = logging.LoggerAdapter[logging.Logger] | logging.Logger
+R = TypeVar("R")
 
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
 
-class AwsCreateStateMachine:
-    START = "start"
-    SUBMITTED = "instance creating (API call)"
-    BUILDING = "instance pending"
-    COMPLETE = "complete"
-
-    def __init__(self, adapter: AwsAdapter, spec: LaunchSpec, log: Log,
-                 launch_timeout: float) -> None:
-        self.adapter = adapter
-        self.spec = spec
-        self.log = log
-        self.launch_timeout = launch_timeout
-        self.state = self.START
-        self.complete = False
-        self.external_id: str | None = None
-        self.instance: Instance | None = None
-        self._future: Future[dict[str, Any]] | None = None
-        self._deadline = 0.0
-        self._since = 0.0
-        self._seen = False
+class AwsCloud(Protocol):
+    """What the machines use of the adapter (drivers/aws/adapter.py)."""
 
     @property
-    def _what(self) -> str:
-        return f"instance {self.spec.hostname} ({self.external_id or 'no id yet'})"
+    def instances(self) -> ServerList: ...
+    def submit(self, fn: Callable[..., R], *args: Any,
+               priority: Priority = Priority.START) -> Future[R]: ...
+    def create_instance(self, spec: LaunchSpec) -> dict[str, Any]: ...
+    def terminate_instance(self, external_id: str) -> tuple[bool, str | None]: ...
+    def delete_leftover_volumes(self, node_id: str) -> list[str]: ...
+    def instance_from_raw(self, raw: Mapping[str, Any],
+                          pool_name: str | None = None) -> Instance: ...
 
-    def advance(self) -> Instance | None:
-        if self.complete:
-            return self.instance
-        now = time.monotonic()
-        if self.state == self.START:
-            self._deadline = now + self.launch_timeout
-            self._future = self.adapter.submit(self.adapter.create_instance, self.spec)
-            self.state = self.SUBMITTED
-            return None
-        if self.state == self.SUBMITTED and self._future is not None and self._future.done():
-            self._submitted()  # an answered create call: keep its id, even when late
-        if now > self._deadline:
-            raise LaunchTimeout(
-                f"{self._what} not running after {self.launch_timeout:g}s (state: {self.state})")
-        if self.state == self.SUBMITTED:
-            return self._submitted()
-        if self.state == self.BUILDING:
-            return self._building()
-        raise AssertionError(f"unknown state {self.state}")
 
-    def _submitted(self) -> Instance | None:
-        assert self._future is not None
-        if not self._future.done():
-            return None
-        future, self._future = self._future, None
+def interruption(raw: Mapping[str, Any]) -> str | None:
+    """Why an instance that was launching is going away (a spot interruption, or EC2 gave
+    up on it: `StateReason`), or None while it is not."""
+    state = (raw.get("State") or {}).get("Name", "")
+    if state not in GONE_STATES:
+        return None
+    reason = (raw.get("StateReason") or {}).get("Message") or state
+    return f"went {state}: {reason}"
+
+
+class AwsCreateStateMachine(CreateStateMachine):
+    SUBMITTED = "instance creating (API call)"
+    BUILDING = "instance pending"
+    noun = "instance"
+
+    def __init__(self, cloud: AwsCloud, spec: LaunchSpec, log: Log,
+                 launch_timeout: float) -> None:
+        super().__init__(spec, log, launch_timeout)
+        self.cloud = cloud
+
+    def _steps(self) -> Mapping[str, Step]:
+        return {self.BUILDING: self._building}
+
+    def _start(self) -> Future[Any]:
+        return self.cloud.submit(self.cloud.create_instance, self.spec)
+
+    def _submitted(self) -> None:
         try:
-            raw = future.result()
+            raw = self._take()
         except Exception as e:
             raise classify_create_error(e, self._what) from e
-        self.external_id = str(raw["InstanceId"])
-        self.log.debug("created %s", self._what)
-        self._since = time.monotonic()
-        self.state = self.BUILDING
-        return None
+        self._created(str(raw["InstanceId"]), self.BUILDING)
 
-    def _building(self) -> Instance | None:
-        snap = self.adapter.instances.peek(newer_than=self._since)
-        if snap is None:
+    def _building(self, now: float) -> Instance | None:
+        fresh, raw = self._listed(self.cloud.instances)
+        if not fresh:
             return None
-        raw = snap.value.get(self.external_id or "")
-        if raw is None:
-            # EC2 is eventually consistent: a new instance may be missing from a listing
-            # for a moment. Once seen, missing means gone.
-            if self._seen:
-                raise LaunchError(f"{self._what} disappeared while launching")
-            return None
-        self._seen = True
-        state = (raw.get("State") or {}).get("Name", "")
-        if state in GONE_STATES:
-            reason = (raw.get("StateReason") or {}).get("Message") or state
-            raise LaunchError(f"{self._what} went {state} while launching: {reason}")
-        if state != "running":
+        gone = interruption(raw)
+        if gone is not None:
+            raise LaunchError(f"{self._what} {gone} while launching")
+        if (raw.get("State") or {}).get("Name", "") != "running":
             return None
         self.log.debug("%s is running", self._what)
-        self.instance = self.adapter.instance_from_raw(raw, pool_name=self.spec.pool_name)
-        self.state = self.COMPLETE
-        self.complete = True
-        return self.instance
+        return self._finish(self.cloud.instance_from_raw(raw, pool_name=self.spec.pool_name))
 
 
-class AwsDeleteStateMachine:
-    START = "start"
+class AwsDeleteStateMachine(DeleteStateMachine):
     TERMINATING = "terminating (API call)"
     WAIT_GONE = "waiting for terminated"
     VOLUMES = "deleting leftover volumes (API calls)"
-    COMPLETE = "complete"
+    noun = "instance"
 
-    def __init__(self, adapter: AwsAdapter, external_id: str, log: Log,
+    def __init__(self, cloud: AwsCloud, external_id: str, log: Log,
                  delete_timeout: float) -> None:
-        self.adapter = adapter
-        self.external_id: str | None = external_id
-        self.log = log
-        self.delete_timeout = delete_timeout
-        self.state = self.START
-        self.complete = False
-        self._future: Future[Any] | None = None
-        self._deadline = 0.0
-        self._since = 0.0
+        super().__init__(external_id, log, delete_timeout)
+        self.cloud = cloud
         self._node_id: str | None = None
 
-    def advance(self) -> Instance | None:
-        if self.complete:
+    def _steps(self) -> Mapping[str, Step]:
+        return {self.TERMINATING: self._terminating, self.WAIT_GONE: self._wait_gone,
+                self.VOLUMES: self._deleting_volumes}
+
+    def _start(self) -> None:
+        self._future = self.cloud.submit(self.cloud.terminate_instance, self.external_id,
+                                         priority=Priority.CLEANUP)
+        self.state = self.TERMINATING
+
+    def _terminating(self, now: float) -> Instance | None:
+        if self._waiting:
             return None
-        now = time.monotonic()
-        if self.state == self.START:
-            self._deadline = now + self.delete_timeout
-            self._future = self.adapter.submit(self.adapter.terminate_instance,
-                                               self.external_id, priority=Priority.CLEANUP)
-            self.state = self.TERMINATING
+        try:
+            existed, self._node_id = self._take()
+        except Exception as e:
+            raise TemporaryCloudError(f"terminating instance {self.external_id}: {e}") from e
+        if not existed:
+            return self._volumes()
+        self._since = time.monotonic()
+        self.state = self.WAIT_GONE
+        return None
+
+    def _wait_gone(self, now: float) -> Instance | None:
+        snap = self.cloud.instances.peek(newer_than=self._since)
+        if snap is None:
             return None
-        if now > self._deadline:
-            raise TemporaryCloudError(
-                f"instance {self.external_id} not deleted after {self.delete_timeout:g}s "
-                f"(state: {self.state})")
-        if self.state == self.TERMINATING:
-            assert self._future is not None
-            if not self._future.done():
-                return None
-            future, self._future = self._future, None
-            try:
-                existed, self._node_id = future.result()
-            except Exception as e:
-                raise TemporaryCloudError(
-                    f"terminating instance {self.external_id}: {e}") from e
-            if not existed:
-                return self._volumes()
-            self._since = time.monotonic()
-            self.state = self.WAIT_GONE
-            return None
-        if self.state == self.WAIT_GONE:
-            snap = self.adapter.instances.peek(newer_than=self._since)
-            if snap is None:
-                return None
-            raw = snap.value.get(self.external_id or "")
-            if raw is None or (raw.get("State") or {}).get("Name") == "terminated":
-                return self._volumes()
-            return None
-        if self.state == self.VOLUMES:
-            assert self._future is not None
-            if not self._future.done():
-                return None
-            future, self._future = self._future, None
-            try:
-                future.result()
-            except Exception as e:
-                if error_code(e).endswith("NotFound"):
-                    return self._done()
-                raise TemporaryCloudError(
-                    f"instance {self.external_id}: deleting leftover volumes: {e}") from e
-            return self._done()
-        raise AssertionError(f"unknown state {self.state}")
+        raw = snap.value.get(self.external_id or "")
+        if raw is None or (raw.get("State") or {}).get("Name") == "terminated":
+            return self._volumes()
+        return None
 
     def _volumes(self) -> Instance | None:
         if not self._node_id:
             return self._done()
-        self._future = self.adapter.submit(self.adapter.delete_leftover_volumes,
-                                           self._node_id, priority=Priority.CLEANUP)
+        self._future = self.cloud.submit(self.cloud.delete_leftover_volumes, self._node_id,
+                                         priority=Priority.CLEANUP)
         self.state = self.VOLUMES
         return None
 
-    def _done(self) -> Instance | None:
-        self.log.debug("instance %s is terminated", self.external_id)
-        self.state = self.COMPLETE
-        self.complete = True
-        return None
+    def _deleting_volumes(self, now: float) -> Instance | None:
+        if self._waiting:
+            return None
+        try:
+            self._take()
+        except Exception as e:
+            if not error_code(e).endswith("NotFound"):
+                raise TemporaryCloudError(
+                    f"instance {self.external_id}: deleting leftover volumes: {e}") from e
+        return self._done()

@@ -17,22 +17,45 @@ server is gone from the list. A server missing from that list is already gone.
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from openstack import exceptions as os_exc
 
 from nodepool_ng.drivers.base import Instance, LaunchSpec
 from nodepool_ng.drivers.executor import Priority
 from nodepool_ng.drivers.openstack.quota import classify_create_error, classify_fault
-from nodepool_ng.errors import LaunchError, LaunchTimeout, TemporaryCloudError
+from nodepool_ng.drivers.statemachine import (
+    CreateStateMachine,
+    DeleteStateMachine,
+    Log,
+    ServerList,
+    Step,
+)
+from nodepool_ng.errors import LaunchError, TemporaryCloudError
 
-if TYPE_CHECKING:
-    from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter
+R = TypeVar("R")
 
-Log = logging.LoggerAdapter[logging.Logger] | logging.Logger
+
+class OpenStackCloud(Protocol):
+    """What the machines use of the adapter (drivers/openstack/adapter.py)."""
+
+    poll_interval: float
+
+    @property
+    def servers(self) -> ServerList: ...
+    def submit(self, fn: Callable[..., R], *args: Any,
+               priority: Priority = Priority.START) -> Future[R]: ...
+    def create_server(self, spec: LaunchSpec) -> Any: ...
+    def get_raw_server(self, external_id: str) -> Any: ...
+    def get_server(self, external_id: str, listed: Mapping[str, Any] | None = None) -> Any: ...
+    def add_floating_ip(self, external_id: str,
+                        listed: Mapping[str, Any] | None = None) -> tuple[Any, bool]: ...
+    def delete_server(self, external_id: str,
+                      listed: Mapping[str, Any] | None = None) -> bool: ...
+    def instance_from_server(self, server: Any, expanded: bool = True) -> Instance: ...
 
 
 def has_floating_address(server: Any) -> bool:
@@ -42,74 +65,28 @@ def has_floating_address(server: Any) -> bool:
     return floating and bool(server["public_v4"] or server["interface_ip"])
 
 
-class OpenStackCreateStateMachine:
-    START = "start"
+class OpenStackCreateStateMachine(CreateStateMachine):
     SUBMITTED = "server creating (API call)"
     BUILDING = "server building"
     FAULT = "reading fault"
     FLOATING_IP = "adding floating ip"
     FIP_WAIT = "waiting for floating ip"
-    COMPLETE = "complete"
 
-    def __init__(self, adapter: OpenStackAdapter, spec: LaunchSpec, log: Log,
+    def __init__(self, cloud: OpenStackCloud, spec: LaunchSpec, log: Log,
                  launch_timeout: float) -> None:
-        self.adapter = adapter
-        self.spec = spec
-        self.log = log
-        self.launch_timeout = launch_timeout
-        self.state = self.START
-        self.complete = False
-        self.external_id: str | None = None
-        self.instance: Instance | None = None
-        self._future: Future[Any] | None = None
-        self._deadline = 0.0
-        self._since = 0.0  # server-list snapshots must start after this
+        super().__init__(spec, log, launch_timeout)
+        self.cloud = cloud
         self._next_check = 0.0
-        self._seen = False
+        self._wait_for = False  # a floating IP was added and must show on the server
 
-    @property
-    def _what(self) -> str:
-        return f"server {self.spec.hostname} ({self.external_id or 'no id yet'})"
+    def _steps(self) -> Mapping[str, Step]:
+        return {self.BUILDING: self._building, self.FAULT: self._fault,
+                self.FLOATING_IP: self._floating_ip, self.FIP_WAIT: self._fip_wait}
 
-    def advance(self) -> Instance | None:
-        if self.complete:
-            return self.instance
-        now = time.monotonic()
-        if self.state == self.START:
-            self._deadline = now + self.launch_timeout
-            self._future = self.adapter.submit(self.adapter.create_server, self.spec)
-            self.state = self.SUBMITTED
-            return None
-        if self.state == self.SUBMITTED and self._future is not None and self._future.done():
-            self._submitted()  # an answered create call: keep its id, even when late
-        if now > self._deadline:
-            raise LaunchTimeout(
-                f"{self._what} not ready after {self.launch_timeout:g}s (state: {self.state})"
-            )
-        if self.state == self.SUBMITTED:
-            return self._submitted()
-        if self.state == self.BUILDING:
-            return self._building()
-        if self.state == self.FAULT:
-            return self._fault()
-        if self.state == self.FLOATING_IP:
-            return self._floating_ip()
-        if self.state == self.FIP_WAIT:
-            return self._fip_wait(now)
-        raise AssertionError(f"unknown state {self.state}")
+    def _start(self) -> Future[Any]:
+        return self.cloud.submit(self.cloud.create_server, self.spec)
 
-    def _take(self) -> Any:
-        """The finished future's result (None while running); errors propagate."""
-        assert self._future is not None
-        if not self._future.done():
-            return None
-        future, self._future = self._future, None
-        return future.result()
-
-    def _submitted(self) -> Instance | None:
-        assert self._future is not None
-        if not self._future.done():
-            return None
+    def _submitted(self) -> None:
         try:
             server = self._take()
         except os_exc.SDKException as e:
@@ -120,28 +97,18 @@ class OpenStackCreateStateMachine:
             raise classify_create_error(e, self._what) from e
         except Exception as e:
             raise classify_create_error(e, self._what) from e
-        self.external_id = str(server["id"])
-        self.log.debug("created %s", self._what)
-        self._since = time.monotonic()
-        self.state = self.BUILDING
-        return None
+        self._created(str(server["id"]), self.BUILDING)
 
-    def _building(self) -> Instance | None:
-        snap = self.adapter.servers.peek(newer_than=self._since)
-        if snap is None:
+    def _building(self, now: float) -> Instance | None:
+        fresh, server = self._listed(self.cloud.servers)
+        if not fresh:
             return None
-        server = snap.value.get(self.external_id or "")
-        if server is None:
-            if self._seen:
-                raise LaunchError(f"{self._what} disappeared while building")
-            return None
-        self._seen = True
         status = (server["status"] or "").upper()
         if status == "ERROR":
             if server["fault"]:
                 raise classify_fault(server["fault"], self._what)
-            self._future = self.adapter.submit(self.adapter.get_raw_server, self.external_id,
-                                               priority=Priority.FINISH)
+            self._future = self.cloud.submit(self.cloud.get_raw_server, self.external_id,
+                                             priority=Priority.FINISH)
             self.state = self.FAULT
             return None
         if status != "ACTIVE":
@@ -149,18 +116,17 @@ class OpenStackCreateStateMachine:
         self.log.debug("%s is ACTIVE", self._what)
         # The list's JSON of the ACTIVE server is fresh: openstacksdk expands it (no GET).
         if self.spec.auto_floating_ip:
-            self._future = self.adapter.submit(self.adapter.add_floating_ip, self.external_id,
-                                               server, priority=Priority.FINISH)
+            self._future = self.cloud.submit(self.cloud.add_floating_ip, self.external_id,
+                                             server, priority=Priority.FINISH)
             self.state = self.FLOATING_IP
         else:
-            self._future = self.adapter.submit(self.adapter.get_server, self.external_id,
-                                               server, priority=Priority.FINISH)
+            self._future = self.cloud.submit(self.cloud.get_server, self.external_id,
+                                             server, priority=Priority.FINISH)
             self.state = self.FIP_WAIT
         return None
 
-    def _fault(self) -> Instance | None:
-        assert self._future is not None
-        if not self._future.done():
+    def _fault(self, now: float) -> Instance | None:
+        if self._waiting:
             return None
         try:
             server = self._take()
@@ -169,9 +135,8 @@ class OpenStackCreateStateMachine:
                 from e
         raise classify_fault(server["fault"] if server else None, self._what)
 
-    def _floating_ip(self) -> Instance | None:
-        assert self._future is not None
-        if not self._future.done():
+    def _floating_ip(self, now: float) -> Instance | None:
+        if self._waiting:
             return None
         try:
             server, added = self._take()
@@ -184,17 +149,17 @@ class OpenStackCreateStateMachine:
         self.log.debug("added a floating IP to %s", self._what)
         self._wait_for = True
         self.state = self.FIP_WAIT
-        self._next_check = time.monotonic()
+        self._next_check = now
         return None
 
     def _fip_wait(self, now: float) -> Instance | None:
         if self._future is None:
             if now < self._next_check:
                 return None
-            self._future = self.adapter.submit(self.adapter.get_server, self.external_id,
-                                               priority=Priority.FINISH)
+            self._future = self.cloud.submit(self.cloud.get_server, self.external_id,
+                                             priority=Priority.FINISH)
             return None
-        if not self._future.done():
+        if self._waiting:
             return None
         try:
             server = self._take()
@@ -204,90 +169,59 @@ class OpenStackCreateStateMachine:
             raise LaunchError(f"{self._what} disappeared while waiting for its addresses")
         return self._finish_or_wait(server)
 
-    _wait_for = False  # a floating IP was added and must show on the server
-
     def _finish_or_wait(self, server: Any) -> Instance | None:
         if self._wait_for and not has_floating_address(server):
             self.state = self.FIP_WAIT
-            self._next_check = time.monotonic() + self.adapter.poll_interval
+            self._next_check = time.monotonic() + self.cloud.poll_interval
             return None
-        self.instance = self.adapter.instance_from_server(server)
-        self.state = self.COMPLETE
-        self.complete = True
-        return self.instance
+        return self._finish(self.cloud.instance_from_server(server))
 
 
-class OpenStackDeleteStateMachine:
-    START = "start"
+class OpenStackDeleteStateMachine(DeleteStateMachine):
     LOOKUP = "waiting for a fresh server list"
     DELETING = "deleting server and floating ips (API calls)"
     WAIT_GONE = "waiting for server to go away"
-    COMPLETE = "complete"
 
-    def __init__(self, adapter: OpenStackAdapter, external_id: str, log: Log,
+    def __init__(self, cloud: OpenStackCloud, external_id: str, log: Log,
                  delete_timeout: float) -> None:
-        self.adapter = adapter
-        self.external_id: str | None = external_id
-        self.log = log
-        self.delete_timeout = delete_timeout
-        self.state = self.START
-        self.complete = False
-        self._future: Future[bool] | None = None
-        self._deadline = 0.0
-        self._since = 0.0
+        super().__init__(external_id, log, delete_timeout)
+        self.cloud = cloud
 
-    def advance(self) -> Instance | None:
-        if self.complete:
-            return None
-        now = time.monotonic()
-        if self.state == self.START:
-            self._deadline = now + self.delete_timeout
-            self._since = now
-            self.state = self.LOOKUP
-        if self.state == self.LOOKUP:
-            snap = self.adapter.servers.peek(newer_than=self._since)
-            if snap is None and self.adapter.servers.last_error is None:
-                if now > self._deadline:
-                    raise TemporaryCloudError(
-                        f"server {self.external_id}: no server list within "
-                        f"{self.delete_timeout:g}s")
-                return None
-            # Listing fails: openstacksdk GETs the server itself (listed None).
-            listed = snap.value.get(self.external_id or "") if snap is not None else None
-            if snap is not None and listed is None:
-                return self._done()
-            self._future = self.adapter.submit(self.adapter.delete_server, self.external_id,
-                                               listed, priority=Priority.CLEANUP)
-            self.state = self.DELETING
-            return None
-        if now > self._deadline:
-            raise TemporaryCloudError(
-                f"server {self.external_id} not deleted after {self.delete_timeout:g}s "
-                f"(state: {self.state})"
-            )
-        if self.state == self.DELETING:
-            assert self._future is not None
-            if not self._future.done():
-                return None
-            future, self._future = self._future, None
-            try:
-                existed = future.result()
-            except os_exc.SDKException as e:
-                raise TemporaryCloudError(f"deleting server {self.external_id}: {e}") from e
-            if not existed:
-                return self._done()
-            self._since = time.monotonic()
-            self.state = self.WAIT_GONE
-            return None
-        if self.state == self.WAIT_GONE:
-            snap = self.adapter.servers.peek(newer_than=self._since)
-            if snap is not None and self.external_id not in snap.value:
-                return self._done()
-            return None
-        raise AssertionError(f"unknown state {self.state}")
+    def _steps(self) -> Mapping[str, Step]:
+        return {self.LOOKUP: self._lookup, self.DELETING: self._deleting,
+                self.WAIT_GONE: self._wait_gone}
 
-    def _done(self) -> Instance | None:
-        self.log.debug("server %s is gone", self.external_id)
-        self.state = self.COMPLETE
-        self.complete = True
+    def _start(self) -> None:
+        self.state = self.LOOKUP
+
+    def _lookup(self, now: float) -> Instance | None:
+        snap = self.cloud.servers.peek(newer_than=self._since)
+        if snap is None and self.cloud.servers.last_error is None:
+            return None
+        # Listing fails: openstacksdk GETs the server itself (listed None).
+        listed = snap.value.get(self.external_id or "") if snap is not None else None
+        if snap is not None and listed is None:
+            return self._done()
+        self._future = self.cloud.submit(self.cloud.delete_server, self.external_id,
+                                         listed, priority=Priority.CLEANUP)
+        self.state = self.DELETING
+        return None
+
+    def _deleting(self, now: float) -> Instance | None:
+        if self._waiting:
+            return None
+        try:
+            existed = self._take()
+        except os_exc.SDKException as e:
+            raise TemporaryCloudError(f"deleting server {self.external_id}: {e}") from e
+        if not existed:
+            return self._done()
+        self._since = time.monotonic()
+        self.state = self.WAIT_GONE
+        return None
+
+    def _wait_gone(self, now: float) -> Instance | None:
+        snap = self.cloud.servers.peek(newer_than=self._since)
+        if snap is not None and self.external_id not in snap.value:
+            return self._done()
         return None

@@ -75,6 +75,9 @@ class StaticAdapter:
     def list_resources(self) -> Iterable[Resource]:
         return []
 
+    def leak_candidates(self) -> Iterable[Resource]:
+        return []
+
     def delete_resource(self, resource: Resource) -> None:
         raise NotImplementedError("static providers own no cloud resources")
 

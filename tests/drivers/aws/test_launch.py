@@ -15,6 +15,7 @@ import pytest
 from nodepool_ng.drivers.aws.quota import STANDARD_ON_DEMAND, STANDARD_SPOT
 from nodepool_ng.drivers.base import META_NODE_ID, META_POOL_NAME, META_PROVIDER_NAME
 from nodepool_ng.errors import LaunchError, QuotaExceeded
+from nodepool_ng.launcher.quota import unmanaged_usage
 from tests.drivers.aws.helpers import (
     UBUNTU_XENIAL,
     describe,
@@ -140,10 +141,11 @@ def test_list_instances_shows_a_leaked_instance_with_its_nodepool_tags(aws: AwsC
         # t3.micro: 2 vCPUs, 1 GiB; a foreign instance counts as unmanaged usage
         assert listed[foreign].resources is not None
         assert listed[foreign].resources.get("ram") == 1024
-        used = adapter.get_unmanaged_quota_used(known_node_ids={"0000000099"})
+        # What the launcher's pool quota computes from the adapter's listing.
+        used = unmanaged_usage(adapter.list_instances(), "aws-test", {"0000000099"})
         assert used.get("instances") == 1 and used.get(STANDARD_ON_DEMAND) == 2
-        used = adapter.get_unmanaged_quota_used(known_node_ids=set())  # leaked counts too
-        assert used.get("instances") == 2
+        used = unmanaged_usage(adapter.list_instances(), "aws-test", set())  # leaked too
+        assert used.get("instances") == 2 and used.get(STANDARD_ON_DEMAND) == 4
     finally:
         adapter.stop()
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from nodepool_ng.drivers.aws.adapter import RateLimiter
+from nodepool_ng.drivers.aws.api import RateLimiter
 from nodepool_ng.drivers.aws.quota import (
     STANDARD_ON_DEMAND,
     STANDARD_SPOT,
