@@ -10,9 +10,11 @@
   parents) locks a node that was just deleted; a node we create has its data from the first
   moment (one create with the JSON), so it is never like that;
 * leaked servers: ours by metadata but without a node record, seen in two passes -> deleted;
-* leaked floating IPs (`clean-floating-ips`): unattached in two passes -> deleted;
-* leaked ports (`port-cleanup-interval`): DOWN, owner empty or `compute:*`, not a live
-  server's, in two checks at least the interval apart -> deleted;
+* leaked resources: what a driver's `leak_candidates()` reports as nothing's (OpenStack:
+  unattached floating IPs with `clean-floating-ips`, DOWN ports with
+  `port-cleanup-interval`; AWS: volumes left `available`), reported in consecutive passes
+  at least its `leak_interval` apart and its node (if it names one) without a record ->
+  deleted; the core knows no resource kinds;
 * old request lock dirs (8 h, upstream's LOCK_CLEANUP).
 
 Woken at `interval` and when a pool component disappears (a launcher died). Each task
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from nodepool_ng.config.models import Config
-from nodepool_ng.drivers.base import Resource
+from nodepool_ng.drivers.base import META_NODE_ID, Resource
 from nodepool_ng.launcher import hold_age, tenant_limits
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
@@ -60,9 +62,8 @@ class CleanupWorker(Worker):
         self.stats = stats or LauncherStats()
         self._cleanup_lock_dirs = cleanup_lock_dirs
         self._leak_candidates: dict[str, set[str]] = {}  # provider -> external ids seen once
-        self._fip_candidates: dict[str, set[str]] = {}  # provider -> unattached last pass
-        # provider -> (time of the last port check, DOWN port ids seen then)
-        self._port_checks: dict[str, tuple[float, set[str]]] = {}
+        # provider -> {(kind, external id): when first reported} of leak candidates
+        self._resource_candidates: dict[str, dict[tuple[str, str], float]] = {}
         self._resource_errors: set[str] = set()  # providers whose listing failed (log once)
         self._list_errors: set[str] = set()  # providers whose server listing failed (log once)
         self._orphans: set[str] = set()  # data-less node ids seen in the last pass
@@ -242,72 +243,48 @@ class CleanupWorker(Worker):
             self._leak_candidates[provider] = leaked_now - seen_before
 
     def delete_leaked_resources(self) -> None:
-        """Floating IPs and ports (OpenStack, spec §7.2); per provider, errors isolated."""
-        config = self._config()
+        """What each driver reports as nothing's (`leak_candidates()`: floating IPs, ports,
+        volumes, ... as the provider's config asks), deleted once reported in consecutive
+        passes at least the resource's `leak_interval` apart and, when it names a node,
+        while that node has no record. Per provider, errors isolated."""
+        known: set[str] | None = None
         now = time.monotonic()
         for provider, runner in self._runners().items():
-            pcfg = config.providers.get(provider)
-            if pcfg is None or self.stopped:
-                continue
-            interval = pcfg.port_cleanup_interval
-            last = self._port_checks.get(provider)
-            check_ports = interval > 0 and (last is None or now - last[0] >= interval)
-            if not (pcfg.clean_floating_ips or check_ports):
-                continue
+            if self.stopped:
+                break
             try:
-                resources = list(runner.adapter.list_resources())
-                live = {i.external_id for i in runner.adapter.list_instances()}
+                candidates = list(runner.adapter.leak_candidates())
             except Exception as e:
                 # Clouds without a network API cannot list ports: say so once, not every pass.
                 if provider not in self._resource_errors:
-                    log.warning("Provider %s: cannot list floating IPs/ports: %s", provider, e)
+                    log.warning("Provider %s: cannot list leaked resources: %s", provider, e)
                     self._resource_errors.add(provider)
                 continue
             self._resource_errors.discard(provider)
-            if pcfg.clean_floating_ips:
-                self._clean_floating_ips(provider, runner, resources)
-            if check_ports:
-                self._clean_ports(provider, runner, resources, live, now)
+            if candidates and known is None:
+                known = {n.id for n in self.zk.nodes() if n.id}
+            self._clean_resources(provider, runner, candidates, known or set(), now)
 
-    def _clean_floating_ips(
-        self, provider: str, runner: ProviderRunner, resources: list[Resource]
-    ) -> None:
-        # Upstream deletes every unattached IP at once; a second pass spares the IP a launch
-        # has just created and is about to attach.
-        unattached = {
-            r.external_id
-            for r in resources
-            if r.kind == "floatingip" and not r.metadata.get("port_id")
-        }
-        seen_before = self._fip_candidates.get(provider, set())
-        for fip_id in sorted(unattached & seen_before):
-            if self._delete(runner, Resource("floatingip", fip_id), provider):
-                self.stats.leaked(provider, "floatingips")
-        self._fip_candidates[provider] = unattached - seen_before
-
-    def _clean_ports(
-        self,
-        provider: str,
-        runner: ProviderRunner,
-        resources: list[Resource],
-        live_servers: set[str],
-        now: float,
-    ) -> None:
-        down = {
-            r.external_id
-            for r in resources
-            if r.kind == "port"
-            and r.status == "DOWN"
-            and _port_owner_ok(r.metadata.get("device_owner", ""))
-            # A booting server's port is DOWN too: never touch a live server's port.
-            and r.metadata.get("device_id", "") not in live_servers
-        }
-        last = self._port_checks.get(provider)
-        seen_before = last[1] if last else set()
-        for port_id in sorted(down & seen_before):
-            if self._delete(runner, Resource("port", port_id), provider):
-                self.stats.leaked(provider, "ports")
-        self._port_checks[provider] = (now, down - seen_before)
+    def _clean_resources(self, provider: str, runner: ProviderRunner,
+                         candidates: list[Resource], known: set[str], now: float) -> None:
+        first_seen = self._resource_candidates.get(provider, {})
+        still: dict[tuple[str, str], float] = {}
+        for res in candidates:
+            if res.leak_interval is None:
+                continue
+            node_id = res.metadata.get(META_NODE_ID)
+            if node_id and node_id in known:
+                continue
+            key = (res.kind, res.external_id)
+            since = first_seen.get(key)
+            if since is None or now - since < res.leak_interval:
+                still[key] = now if since is None else since
+                continue
+            if node_id and self.zk.get_node(node_id) is not None:
+                continue
+            if self._delete(runner, res, provider):
+                self.stats.leaked(provider, res.kind + "s")
+        self._resource_candidates[provider] = still
 
     def _delete(self, runner: ProviderRunner, resource: Resource, provider: str) -> bool:
         try:
@@ -324,7 +301,3 @@ class CleanupWorker(Worker):
         log.info("Provider %s: deleted leaked %s %s", provider, resource.kind, resource.external_id)
         return True
 
-
-def _port_owner_ok(owner: str) -> bool:
-    """Upstream only cleans ports nobody owns or that nova made (`compute:<az>`)."""
-    return not owner or owner.startswith("compute:")

@@ -129,3 +129,38 @@ def test_mixed_openstack_and_aws_providers(
         ]}])["Instances"][0]["InstanceId"]
     h.wait_for("leaked instance terminated",
                lambda: ec2_state(aws, leaked) == "terminated", timeout=60)
+
+
+def test_leaked_volume_deleted_after_two_passes(
+    env: Env, aws: AwsCloud, kazoo_client: KazooClient
+) -> None:
+    """A volume the AWS adapter reports as a leak candidate (our provider's tags, left
+    `available`, its node without a record: e.g. a launcher died between terminating the
+    instance and deleting the volume) is deleted by the cleanup passes. The launcher core
+    knows no resource kinds: the driver tells. A volume of a node that still has its record,
+    and another owner's volume, stay."""
+    env.clouds([{"name": "cloud1"}])
+    launcher = env.start([aws_provider(aws)], LABELS)
+    kz = kazoo_client
+    rid = h.submit_request(kz, ["aws-only"])
+    req = h.wait_request(kz, rid, timeout=60)
+    assert req["state"] == "fulfilled", req
+    (live_node,) = req["nodes"]
+    ec2 = aws.client("ec2")
+
+    def volume(*tags: tuple[str, str]) -> str:
+        return str(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, TagSpecifications=[
+            {"ResourceType": "volume",
+             "Tags": [{"Key": k, "Value": v} for k, v in tags]}])["VolumeId"])
+
+    def volumes() -> set[str]:
+        return {str(v["VolumeId"]) for v in ec2.describe_volumes()["Volumes"]}
+
+    leaked = volume((META_NODE_ID, "0000099998"), (META_PROVIDER_NAME, "ec2"))
+    kept = volume((META_NODE_ID, live_node), (META_PROVIDER_NAME, "ec2"))
+    foreign = volume(("owner", "someone else"))
+    h.wait_for("leaked volume deleted", lambda: leaked not in volumes(), timeout=60)
+    passes = launcher.cleanup.passes
+    h.wait_for("two more cleanup passes", lambda: launcher.cleanup.passes >= passes + 2)
+    assert {kept, foreign} <= volumes()
+    assert h.node(kz, live_node)["state"] == "ready"  # type: ignore[index]
