@@ -112,7 +112,9 @@ def build_provider(raw: Raw) -> models.OpenStackProviderConfig:
         make_model(models.CloudImageConfig, image, **connection_port(image))
         for image in raw.get("cloud-images") or []
     )
-    extra: dict[str, Any] = {}
+    driver = raw.get("driver", registry.DEFAULT_DRIVER)
+    extra: dict[str, Any] = {"driver": driver,
+                             "launches_servers": registry.get(driver).launches_servers}
     if "rate" in raw:
         extra["rate"] = float(raw["rate"])
     return make_model(

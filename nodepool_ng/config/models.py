@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from nodepool_ng.drivers import registry
 from nodepool_ng.model.quota import CORES, INSTANCES, RAM, Quota
 
 VOLUMES = "volumes"
@@ -308,8 +307,8 @@ class OpenStackProviderConfig(ProviderLookups[PoolConfig, ProviderDiskImageConfi
     """The model of an OpenStack provider; static providers (no `cloud`) use it too."""
 
     name: str
+    driver: str  # the registry's name: openstack or static (config.build sets it)
     cloud: str = ""  # required by the OpenStack schema; static providers have none
-    driver: str = registry.DEFAULT_DRIVER
     region_name: str | None = None
     boot_timeout: int = 60
     launch_timeout: int = 3600
@@ -326,10 +325,7 @@ class OpenStackProviderConfig(ProviderLookups[PoolConfig, ProviderDiskImageConfi
     diskimages: tuple[ProviderDiskImageConfig, ...] = ()
     cloud_images: tuple[CloudImageConfig, ...] = ()
 
-    @property
-    def launches_servers(self) -> bool:
-        """False when the driver's nodes are registered hosts, never booted (static)."""
-        return registry.get(self.driver).launches_servers
+    launches_servers: bool = True  # False: registered hosts, never booted (the driver's)
 
     @property
     def rate_limit(self) -> float:
