@@ -88,6 +88,14 @@ def decline_reason(ctx: PoolContext, request: NodeRequest) -> str | None:
     return None
 
 
+def at_concurrency_limit(ctx: PoolContext) -> bool:
+    """Launches under way or promised reach the provider's max-concurrency, or its health
+    allows no more now (a ramp after an outage)."""
+    in_flight = ctx.runner.active_launches + ctx.ledger.reservations
+    limit = ctx.provider.max_concurrency
+    return (limit >= 0 and in_flight >= limit) or not ctx.runner.launch_allowed(in_flight)
+
+
 @dataclass
 class _Work:
     """A request this pool is accepting or handling (the worker's thread only)."""
@@ -150,11 +158,6 @@ class PoolWorker(Worker):
         now = time.monotonic()
         ends = [t + YIELD_AT_QUOTA_FOR - now for t in self._yielding.values()]
         return min((end for end in ends if end > 0), default=None)
-
-    @property
-    def handlers(self) -> list[RequestHandler]:
-        """The handlers of accepted requests (the worker's thread)."""
-        return [w.handler for w in self._work.values() if w.handler is not None]
 
     def _published_state(self) -> bool:
         """`paused` as other pools see it: a paused handler, no room last pass, or a cloud
@@ -272,7 +275,7 @@ class PoolWorker(Worker):
                 pools,
                 decline_reason=reason,
                 paused=paused,
-                at_concurrency_limit=ctx.quota.at_concurrency_limit(),
+                at_concurrency_limit=at_concurrency_limit(ctx),
             )
             if decision.action in (Action.ACCEPT, Action.DECLINE) and not tenants.fits(req):
                 decision = Decision(Action.DEFER, "tenant resource limits")  # as upstream

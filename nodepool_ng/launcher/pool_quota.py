@@ -3,8 +3,8 @@
 A label's cost (asked of the driver once), the pool's and the provider's usage (node records
 plus what the pool's ledger promised that the cache does not show yet), the cloud's headroom
 (its limits minus servers we do not manage; re-read at most every TTL), and from those:
-room for another node, a reservation for an accept, the launch concurrency limit. The rules
-themselves are pure (`quota.py`).
+room for another node, a reservation for an accept. The rules themselves are pure
+(`quota.py`).
 """
 
 from __future__ import annotations
@@ -12,32 +12,36 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from nodepool_ng.drivers.base import LaunchSpec
+from nodepool_ng.config.models import PoolConfig, ProviderConfig
+from nodepool_ng.drivers.base import LaunchSpec, ProviderAdapter
 from nodepool_ng.launcher import quota as q
-from nodepool_ng.launcher.zkview import change_idle_node, mark_deleting
+from nodepool_ng.launcher.ledger import PoolLedger
+from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
-
-if TYPE_CHECKING:
-    from nodepool_ng.launcher.poolctx import PoolContext
 
 log = logging.getLogger("nodepool_ng.launcher.pool")
 
 CLOUD_QUOTA_TTL = 5.0  # seconds; the cloud side of quota is re-read at most this often
 
 
+@dataclass
 class PoolQuota:
-    def __init__(self, ctx: PoolContext) -> None:
-        self.ctx = ctx
-        self.provider, self.pool, self.ledger = ctx.provider, ctx.pool, ctx.ledger
-        self._label_costs: dict[str, Quota] = {}
-        self._cloud: tuple[float, Quota] | None = None
-        self._refreshing = False
-        self._quota_unreadable = False  # the last read failed (logged once)
-        self._lock = threading.Lock()
+    provider: ProviderConfig
+    pool: PoolConfig
+    pool_id: str
+    zk: LauncherZK
+    adapter: ProviderAdapter
+    ledger: PoolLedger  # what the pool promised that the node cache does not show yet
+    cloud_quota_ttl: float = CLOUD_QUOTA_TTL
+    _label_costs: dict[str, Quota] = field(default_factory=dict)
+    _cloud: tuple[float, Quota] | None = None
+    _refreshing: bool = False
+    _quota_unreadable: bool = False  # the last read failed (logged once)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def label_cost(self, label_name: str) -> Quota:
         cost = self._label_costs.get(label_name)
@@ -58,9 +62,9 @@ class PoolQuota:
                 volume_size=label.volume_size if label.boot_from_volume else None,
             )
             try:
-                cost = self.ctx.adapter.get_quota_for_label(spec)
+                cost = self.adapter.get_quota_for_label(spec)
             except Exception as e:
-                log.warning("%s: cannot get the cost of label %s: %s", self.ctx.pool_id,
+                log.warning("%s: cannot get the cost of label %s: %s", self.pool_id,
                             label_name, e)
                 return Quota.of(instances=1)
             self._label_costs[label_name] = cost
@@ -77,7 +81,7 @@ class PoolQuota:
         """Room to launch another `label_name` node (never in a static pool)."""
         if not self.provider.launches_servers:
             return False
-        nodes = self.ctx.zk.nodes()
+        nodes = self.zk.nodes()
         return q.has_remaining(
             self.label_cost(label_name),
             self.pool.quota_limits(),
@@ -93,11 +97,6 @@ class PoolQuota:
         return q.fits_when_empty(
             total, self.pool.quota_limits(), self.cloud_limit(), self.pool.ignore_provider_quota
         )
-
-    def at_concurrency_limit(self) -> bool:
-        in_flight = self.ctx.runner.active_launches + self.ledger.reservations
-        limit = self.provider.max_concurrency
-        return (limit >= 0 and in_flight >= limit) or not self.ctx.runner.launch_allowed(in_flight)
 
     def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
         seen: set[str] = set()
@@ -129,7 +128,7 @@ class PoolQuota:
             return Quota()
         now = time.monotonic()
         cloud = self._cloud
-        if cloud is not None and now - cloud[0] < self.ctx.cloud_quota_ttl:
+        if cloud is not None and now - cloud[0] < self.cloud_quota_ttl:
             return cloud[1]
         if cloud is not None:
             with self._lock:
@@ -137,28 +136,28 @@ class PoolQuota:
                     return cloud[1]
                 self._refreshing = True
             threading.Thread(target=self._refresh_cloud_limit,
-                             name=f"quota-{self.ctx.pool_id[-8:]}", daemon=True).start()
+                             name=f"quota-{self.pool_id[-8:]}", daemon=True).start()
             return cloud[1]
         return self._refresh_cloud_limit()
 
     def _refresh_cloud_limit(self) -> Quota:
         now = time.monotonic()
         try:
-            adapter, provider = self.ctx.adapter, self.provider.name
+            adapter, provider = self.adapter, self.provider.name
             limits = adapter.get_quota_limits()
-            known = {n.id for n in self.ctx.zk.nodes() if n.id and n.provider == provider}
+            known = {n.id for n in self.zk.nodes() if n.id and n.provider == provider}
             unmanaged = q.unmanaged_usage(adapter.list_instances(), provider, known)
             headroom = q.cloud_headroom(limits, unmanaged)
         except Exception as e:
             # Once per outage: the driver backs off, so each TTL would repeat the same line.
             if not self._quota_unreadable:
                 log.warning("%s: cannot read cloud quota (using the last known): %s",
-                            self.ctx.pool_id, e)
+                            self.pool_id, e)
             self._quota_unreadable = True
             headroom = self._cloud[1] if self._cloud else Quota()
         else:
             if self._quota_unreadable:
-                log.info("%s: cloud quota readable again", self.ctx.pool_id)
+                log.info("%s: cloud quota readable again", self.pool_id)
             self._quota_unreadable = False
         self._cloud = (now, headroom)
         with self._lock:
@@ -169,20 +168,23 @@ class PoolQuota:
         self._cloud = None
 
 
+@dataclass
 class UnusedNodeFreer:
     """At quota: delete the oldest READY unallocated node of the pool, at most once a second
     and not while a node of the pool is being deleted already (room is coming). Not in a
     static pool: its nodes are hosts, and every one of them is as good."""
 
-    def __init__(self, ctx: PoolContext) -> None:
-        self.ctx = ctx
-        self._last_free = 0.0
+    zk: LauncherZK
+    pool_id: str
+    owns: Callable[[Node], bool]  # a node of the pool
+    launches_servers: bool
+    _last_free: float = 0.0
 
     def free_oldest(self) -> None:
-        if not self.ctx.provider.launches_servers:
+        if not self.launches_servers:
             return
-        zk = self.ctx.zk
-        nodes = [n for n in zk.nodes() if self.ctx.owns(n)]
+        zk = self.zk
+        nodes = [n for n in zk.nodes() if self.owns(n)]
         if any(n.state is NodeState.DELETING for n in nodes):
             return  # room is coming
         if time.monotonic() - self._last_free < 1.0:
@@ -197,7 +199,7 @@ class UnusedNodeFreer:
         )
         for node in idle:
             if change_idle_node(zk, node.id or "", mark_deleting) is not None:
-                log.info("%s: at quota, deleting oldest unused node %s", self.ctx.pool_id,
+                log.info("%s: at quota, deleting oldest unused node %s", self.pool_id,
                          node.id)
                 self._last_free = time.monotonic()
                 return

@@ -40,8 +40,10 @@ class PoolContext:
     freer: UnusedNodeFreer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.quota = PoolQuota(self)
-        self.freer = UnusedNodeFreer(self)
+        self.quota = PoolQuota(self.provider, self.pool, self.pool_id, self.zk, self.adapter,
+                               self.ledger, self.cloud_quota_ttl)
+        self.freer = UnusedNodeFreer(self.zk, self.pool_id, self.owns,
+                                     self.provider.launches_servers)
 
     def info(self, paused: bool = False) -> PoolInfo:
         return PoolInfo(

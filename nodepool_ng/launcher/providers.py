@@ -16,6 +16,7 @@ import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.launcher.options import LauncherOptions
 from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.runner import ProviderRunner
@@ -27,7 +28,6 @@ from nodepool_ng.zk.components import ComponentRegistry
 
 if TYPE_CHECKING:
     from nodepool_ng.launcher.runner import ScanStarter
-    from nodepool_ng.launcher.service import LauncherOptions
 
 log = logging.getLogger("nodepool_ng.launcher")
 
@@ -35,18 +35,18 @@ AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
 
 
 @dataclass
-class _Pool:
+class RunningPool:
     ctx: PoolContext
     worker: PoolWorker
     component: PoolComponent
 
 
 @dataclass
-class _Provider:
+class RunningProvider:
     config: ProviderConfig
     adapter: ProviderAdapter
     runner: ProviderRunner
-    pools: dict[str, _Pool] = field(default_factory=dict)
+    pools: dict[str, RunningPool] = field(default_factory=dict)
     registrar: Worker | None = None  # drivers of registered hosts (static): keeps them so
 
     def wake_pools(self) -> None:
@@ -66,7 +66,7 @@ class Providers:
     # A test's factory replaces the registry's for drivers that launch servers.
     adapter_factory: AdapterFactory | None = None
     # name -> running provider (`Launcher.providers`); changed under `lock`.
-    by_name: dict[str, _Provider] = field(default_factory=dict)
+    by_name: dict[str, RunningProvider] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def mine(self, config: Config) -> dict[str, ProviderConfig]:
@@ -110,7 +110,7 @@ class Providers:
             self.options.runner_poll,
             self.zk_paused,
         )
-        provider = _Provider(pcfg, adapter, runner)
+        provider = RunningProvider(pcfg, adapter, runner)
         runner.on_health_change = provider.wake_pools
         runner.start()
         for pool_cfg in pcfg.pools:
@@ -134,7 +134,7 @@ class Providers:
         )
         return driver.make_adapter(provider, options)
 
-    def _start_pool(self, provider: _Provider, name: str) -> _Pool:
+    def _start_pool(self, provider: RunningProvider, name: str) -> RunningPool:
         pcfg = provider.config
         pool_cfg = next(p for p in pcfg.pools if p.name == name)
         hostname = self.options.hostname
@@ -170,7 +170,7 @@ class Providers:
         ctx.wake = worker.wake
         self.components.register(component)
         worker.start()
-        return _Pool(ctx, worker, component)
+        return RunningPool(ctx, worker, component)
 
     def stop(self, name: str) -> None:
         with self.lock:

@@ -15,9 +15,8 @@ our components and the caches reload, and work carries on.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import nodepool_ng
@@ -29,8 +28,9 @@ from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
 from nodepool_ng.launcher.deleter import DeletedNodeWorker
 from nodepool_ng.launcher.min_ready import MinReadyWorker, labels_to_keep
+from nodepool_ng.launcher.options import LauncherOptions
 from nodepool_ng.launcher.pool import PoolWorker
-from nodepool_ng.launcher.providers import AdapterFactory, Providers, _Provider
+from nodepool_ng.launcher.providers import AdapterFactory, Providers, RunningProvider
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import ReadyUploads, StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent
@@ -46,29 +46,6 @@ from nodepool_ng.zk.requests import RequestStore
 log = logging.getLogger("nodepool_ng.launcher")
 
 __all__ = ["AdapterFactory", "Launcher", "LauncherOptions"]
-
-
-@dataclass
-class LauncherOptions:
-    """Knobs for tests and benchmarks; the defaults are the daemon's."""
-
-    hostname: str = field(default_factory=socket.getfqdn)
-    clouds_yaml: str | None = None  # else openstacksdk's search (OS_CLIENT_CONFIG_FILE, ...)
-    endpoint_url: str | None = None  # a cloud endpoint override (registry.AdapterOptions)
-    runner_poll: float = 0.05  # while launches/deletes are in flight
-    adapter_poll: float = 0.2  # server-list refresh while launches are in flight (lazy)
-    pool_interval: float = 30.0  # safety net; pool workers are woken by watches
-    deleter_interval: float = 5.0
-    min_ready_interval: float = 5.0
-    cleanup_interval: float = 60.0
-    config_interval: float = 5.0
-    stats_interval: float = 5.0
-    cloud_quota_ttl: float = 5.0
-    operation_timeout: float = 10.0
-    # Run only these providers of the config (None: all). Several launcher processes, each
-    # with its own providers, share one config and one ZooKeeper: one core each (see
-    # doc/launcher.md, "One process per provider").
-    providers: frozenset[str] | None = None
 
 
 class Launcher:
@@ -89,7 +66,7 @@ class Launcher:
         self._adapter_factory = adapter_factory
         self.stats = LauncherStats()
         # Running providers by name (`Providers.by_name`); changed under `_lock`.
-        self.providers: dict[str, _Provider] = {}
+        self.providers: dict[str, RunningProvider] = {}
         self._lock = threading.RLock()
         self._workers: list[Worker] = []
         self._stopped = threading.Event()
