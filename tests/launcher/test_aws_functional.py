@@ -164,3 +164,73 @@ def test_leaked_volume_deleted_after_two_passes(
     h.wait_for("two more cleanup passes", lambda: launcher.cleanup.passes >= passes + 2)
     assert {kept, foreign} <= volumes()
     assert h.node(kz, live_node)["state"] == "ready"  # type: ignore[index]
+
+
+def test_tags_and_dynamic_tags_on_the_instance(
+    env: Env, aws: AwsCloud, kazoo_client: KazooClient
+) -> None:
+    """`tags` and `dynamic-tags` (upstream aws keys; the dynamic ones formatted with the
+    request, as dynamic-instance-properties) end up as the EC2 instance's tags, next to
+    nodepool's own; a template that cannot be rendered is left out, the launch goes on."""
+    env.clouds([{"name": "cloud1"}])
+    prov = aws_provider(aws)
+    for label in prov["pools"][0]["labels"]:
+        label["tags"] = {"team": "infra"}
+        label["dynamic-tags"] = {"zuul_tenant": "{request.tenant_name}",
+                                 "request": "{request.id}",
+                                 "job": "{request.requestor_data[job_name]}",
+                                 "missing": "{request.no_such_attr}"}
+    env.start([prov], LABELS)
+    kz = kazoo_client
+    rid = h.submit_request(kz, ["aws-only"])  # tenant "t", job_name "job"
+    req = h.wait_request(kz, rid, timeout=60)
+    assert req["state"] == "fulfilled", req
+    node = h.node(kz, req["nodes"][0])
+    assert node is not None
+    found = aws.client("ec2").describe_instances(InstanceIds=[node["external_id"]])
+    raw = found["Reservations"][0]["Instances"][0]
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags") or []}
+    assert tags["team"] == "infra"
+    assert tags["zuul_tenant"] == "t"
+    assert tags["request"] == rid
+    assert tags["job"] == "job"
+    assert "missing" not in tags
+    assert tags[META_NODE_ID] == req["nodes"][0]
+    assert tags[META_PROVIDER_NAME] == "ec2" and tags[META_POOL_NAME] == "main"
+    assert tags["Name"] == f"np{req['nodes'][0]}"
+
+
+def test_interrupted_spot_instance_is_launched_again(
+    env: Env, aws: AwsCloud, kazoo_client: KazooClient
+) -> None:
+    """`use-spot`: a spot instance that goes away while launching (EC2 reclaims it: state
+    `terminated`, a spot state reason) fails that launch attempt, and the node is launched
+    again on a new instance, so the request is still fulfilled.
+
+    Simulated: the proxy delays DescribeInstances so the launcher has not seen the instance
+    running yet, and the test terminates it in moto directly. moto's state reason is a
+    user-initiated shutdown, not `Server.SpotInstanceTermination`: the launcher treats any
+    instance gone while launching alike."""
+    env.clouds([{"name": "cloud1"}])
+    prov = aws_provider(aws)
+    for label in prov["pools"][0]["labels"]:
+        label["use-spot"] = True
+    aws.proxy.delay("DescribeInstances", 1.5)
+    env.start([prov], LABELS)
+    kz = kazoo_client
+    rid = h.submit_request(kz, ["aws-only"])
+    first = h.wait_for("the first instance's id on the node", lambda: next(
+        (n["external_id"] for n in h.all_nodes(kz).values() if n.get("external_id")), None),
+        timeout=60)
+    ec2 = aws.client("ec2")
+    (reservation,) = ec2.describe_instances(InstanceIds=[first])["Reservations"]
+    assert reservation["Instances"][0].get("InstanceLifecycle") == "spot"
+    ec2.terminate_instances(InstanceIds=[first])  # the interruption
+    aws.proxy.clear()
+    req = h.wait_request(kz, rid, timeout=60)
+    assert req["state"] == "fulfilled", req
+    node = h.node(kz, req["nodes"][0])
+    assert node is not None and node["state"] == "ready"
+    assert node["external_id"] != first
+    assert ec2_state(aws, node["external_id"]) == "running"
+    assert ec2_state(aws, first) == "terminated"
