@@ -26,10 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from nodepool_ng.cmd.output import render
-from nodepool_ng.cmd.znode_names import znode_name_problem
 from nodepool_ng.errors import NodepoolError
+from nodepool_ng.output import render
 from nodepool_ng.status import Table
+from nodepool_ng.znode_names import znode_name_problem
 
 log = logging.getLogger("nodepool_ng.webapp")
 

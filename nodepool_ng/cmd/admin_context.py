@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nodepool_ng.cmd.output import render
+from nodepool_ng.output import render
 from nodepool_ng.status import Table
 
 if TYPE_CHECKING:

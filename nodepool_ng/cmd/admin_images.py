@@ -11,9 +11,9 @@ from typing import Any
 
 from nodepool_ng import status
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
-from nodepool_ng.cmd.znode_names import znode_name_problem
 from nodepool_ng.model.image import BuildState, UploadState
 from nodepool_ng.status import Table
+from nodepool_ng.znode_names import znode_name_problem
 
 log = logging.getLogger("nodepool_ng.cmd.admin")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from nodepool_ng.cmd.output import render_json, render_rows, render_table
+from nodepool_ng.output import render_json, render_rows, render_table
 from nodepool_ng.status import (
     ImageStatusView,
     NodeView,

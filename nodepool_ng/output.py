@@ -1,4 +1,5 @@
-"""Rendering of status tables: PrettyTable-style text (left-aligned) and JSON.
+"""Rendering of status tables (the `nodepool` CLI and the web app): PrettyTable-style text
+(left-aligned) and JSON.
 
 The text form matches upstream's PrettyTable output byte for byte for the plain cases
 (`+---+` borders, one space of padding, left alignment), without the dependency.
