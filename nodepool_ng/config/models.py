@@ -188,8 +188,27 @@ class StaticNodeConfig:
         return (self.name, self.username, self.connection_port)
 
 
+LabelT = TypeVar("LabelT", bound="NamedModel")
+
+
+class PoolLookups(Generic[LabelT]):
+    """The label look-ups every driver's pool model offers, written once."""
+
+    labels: tuple[LabelT, ...]
+
+    def label(self, name: str) -> LabelT | None:
+        for label in self.labels:
+            if label.name == name:
+                return label
+        return None
+
+    @property
+    def label_names(self) -> frozenset[str]:
+        return frozenset(label.name for label in self.labels)
+
+
 @dataclass(frozen=True)
-class PoolConfig:
+class PoolConfig(PoolLookups[PoolLabelConfig]):
     name: str
     max_servers: int | None = None  # None = unlimited
     max_cores: int | None = None
@@ -206,16 +225,6 @@ class PoolConfig:
     priority: int | None = None  # None = the provider's
     labels: tuple[PoolLabelConfig, ...] = ()
     nodes: tuple[StaticNodeConfig, ...] = ()  # static driver: the hosts (labels derive)
-
-    def label(self, name: str) -> PoolLabelConfig | None:
-        for label in self.labels:
-            if label.name == name:
-                return label
-        return None
-
-    @property
-    def label_names(self) -> frozenset[str]:
-        return frozenset(label.name for label in self.labels)
 
     def networks_for(self, label: PoolLabelConfig) -> tuple[str, ...]:
         return self.networks if label.networks is None else label.networks

@@ -46,6 +46,12 @@ class AdapterOptions:
     poll_interval: float | None = None
     endpoint_url: str | None = None
 
+    def kwargs(self, *names: str) -> dict[str, Any]:
+        """The named options that are set, as keyword arguments for an adapter (unset
+        ones leave the adapter's defaults)."""
+        values = {name: getattr(self, name) for name in names}
+        return {name: value for name, value in values.items() if value is not None}
+
 
 @dataclass(frozen=True)
 class Driver:

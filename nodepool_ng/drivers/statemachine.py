@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from nodepool_ng.drivers.base import Instance, LaunchSpec
 from nodepool_ng.errors import LaunchError, LaunchTimeout, TemporaryCloudError
 
 Log = logging.LoggerAdapter[logging.Logger] | logging.Logger
-T = TypeVar("T")
+CloudT = TypeVar("CloudT")
 Step = Callable[[float], "Instance | None"]
 
 
@@ -39,11 +39,12 @@ class ServerList(Protocol):
     def peek(self, newer_than: float | None = None) -> Any: ...
 
 
-class _Machine:
+class _Machine(Generic[CloudT]):
     START = "start"
     COMPLETE = "complete"
 
-    def __init__(self, log: Log, timeout: float) -> None:
+    def __init__(self, cloud: CloudT, log: Log, timeout: float) -> None:
+        self.cloud = cloud  # the driver's side the machine calls (a small protocol)
         self.log = log
         self.timeout = timeout
         self.state = self.START
@@ -74,14 +75,15 @@ class _Machine:
         return step(now)
 
 
-class CreateStateMachine(_Machine):
+class CreateStateMachine(_Machine[CloudT]):
     """START -> SUBMITTED (the create call) -> the driver's states -> COMPLETE."""
 
     SUBMITTED = "creating (API call)"
     noun = "server"
 
-    def __init__(self, spec: LaunchSpec, log: Log, launch_timeout: float) -> None:
-        super().__init__(log, launch_timeout)
+    def __init__(self, cloud: CloudT, spec: LaunchSpec, log: Log,
+                 launch_timeout: float) -> None:
+        super().__init__(cloud, log, launch_timeout)
         self.spec = spec
         self.launch_timeout = launch_timeout
         self.external_id: str | None = None
@@ -147,13 +149,14 @@ class CreateStateMachine(_Machine):
         return instance
 
 
-class DeleteStateMachine(_Machine):
+class DeleteStateMachine(_Machine[CloudT]):
     """START -> the driver's states -> COMPLETE; `_start()` may submit a call or not."""
 
     noun = "server"
 
-    def __init__(self, external_id: str, log: Log, delete_timeout: float) -> None:
-        super().__init__(log, delete_timeout)
+    def __init__(self, cloud: CloudT, external_id: str, log: Log,
+                 delete_timeout: float) -> None:
+        super().__init__(cloud, log, delete_timeout)
         self.external_id: str | None = external_id
         self.delete_timeout = delete_timeout
 

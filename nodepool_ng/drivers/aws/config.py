@@ -28,7 +28,7 @@ from typing import Any
 import voluptuous as v
 
 from nodepool_ng.config.build import connection_port, make_model
-from nodepool_ng.config.models import ProviderLookups
+from nodepool_ng.config.models import PoolLookups, ProviderLookups
 from nodepool_ng.config.schema import (
     COMMON_POOL,
     COMMON_PROVIDER,
@@ -292,7 +292,7 @@ class AwsLabelConfig:
 
 
 @dataclass(frozen=True)
-class AwsPoolConfig:
+class AwsPoolConfig(PoolLookups[AwsLabelConfig]):
     name: str
     max_servers: int | None = None  # None = unlimited
     max_cores: int | None = None
@@ -308,16 +308,6 @@ class AwsPoolConfig:
     public_ipv6: bool = False
     use_internal_ip: bool = False
     labels: tuple[AwsLabelConfig, ...] = ()
-
-    def label(self, name: str) -> AwsLabelConfig | None:
-        for label in self.labels:
-            if label.name == name:
-                return label
-        return None
-
-    @property
-    def label_names(self) -> frozenset[str]:
-        return frozenset(label.name for label in self.labels)
 
     def host_key_checking_for(self, label: object) -> bool:
         return self.host_key_checking

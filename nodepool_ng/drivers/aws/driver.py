@@ -21,16 +21,13 @@ def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
 def make_adapter(provider: Any, options: AdapterOptions) -> ProviderAdapter:
     from nodepool_ng.drivers.aws.adapter import AwsAdapter  # boto3: lazy
 
-    kwargs: dict[str, Any] = {"endpoint_url": options.endpoint_url}
-    if options.poll_interval is not None:
-        kwargs["poll_interval"] = options.poll_interval
-    return AwsAdapter(provider, **kwargs)
+    return AwsAdapter(provider, **options.kwargs("endpoint_url", "poll_interval"))
 
 
 def make_image_adapter(provider: Any, options: AdapterOptions) -> ImageAdapter:
     from nodepool_ng.drivers.aws.adapter import AwsAdapter
 
-    return AwsAdapter(provider, endpoint_url=options.endpoint_url)
+    return AwsAdapter(provider, **options.kwargs("endpoint_url"))
 
 
 DRIVER = Driver(

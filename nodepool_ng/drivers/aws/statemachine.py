@@ -26,7 +26,6 @@ from nodepool_ng.drivers.executor import Priority
 from nodepool_ng.drivers.statemachine import (
     CreateStateMachine,
     DeleteStateMachine,
-    Log,
     ServerList,
     Step,
 )
@@ -61,15 +60,10 @@ def interruption(raw: Mapping[str, Any]) -> str | None:
     return f"went {state}: {reason}"
 
 
-class AwsCreateStateMachine(CreateStateMachine):
+class AwsCreateStateMachine(CreateStateMachine[AwsCloud]):
     SUBMITTED = "instance creating (API call)"
     BUILDING = "instance pending"
     noun = "instance"
-
-    def __init__(self, cloud: AwsCloud, spec: LaunchSpec, log: Log,
-                 launch_timeout: float) -> None:
-        super().__init__(spec, log, launch_timeout)
-        self.cloud = cloud
 
     def _steps(self) -> Mapping[str, Step]:
         return {self.BUILDING: self._building}
@@ -97,17 +91,12 @@ class AwsCreateStateMachine(CreateStateMachine):
         return self._finish(self.cloud.instance_from_raw(raw, pool_name=self.spec.pool_name))
 
 
-class AwsDeleteStateMachine(DeleteStateMachine):
+class AwsDeleteStateMachine(DeleteStateMachine[AwsCloud]):
     TERMINATING = "terminating (API call)"
     WAIT_GONE = "waiting for terminated"
     VOLUMES = "deleting leftover volumes (API calls)"
     noun = "instance"
-
-    def __init__(self, cloud: AwsCloud, external_id: str, log: Log,
-                 delete_timeout: float) -> None:
-        super().__init__(external_id, log, delete_timeout)
-        self.cloud = cloud
-        self._node_id: str | None = None
+    _node_id: str | None = None  # the instance's node (tag), for its leftover volumes
 
     def _steps(self) -> Mapping[str, Step]:
         return {self.TERMINATING: self._terminating, self.WAIT_GONE: self._wait_gone,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import openstack.connection
 
+from nodepool_ng.config.models import ProviderConfig
 from nodepool_ng.drivers.base import ImageAdapter, Instance, LaunchSpec, ProviderAdapter, Resource
 from nodepool_ng.drivers.cache import LazyListCache
 from nodepool_ng.drivers.executor import PriorityExecutor
@@ -42,25 +43,10 @@ from nodepool_ng.launcher.health import Backoff
 from nodepool_ng.model.quota import Quota
 
 
-class OpenStackProviderLike(Protocol):
-    """The part of `config.models.OpenStackProviderConfig` the adapter reads."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def cloud(self) -> str: ...
-    @property
-    def region_name(self) -> str | None: ...
-    @property
-    def rate(self) -> float: ...
-    @property
-    def launch_timeout(self) -> int: ...
-
-
 class OpenStackAdapter:
     def __init__(
         self,
-        provider: OpenStackProviderLike,
+        provider: ProviderConfig,
         *,
         clouds_yaml: str | None = None,
         executor_workers: int = 10,
@@ -84,8 +70,8 @@ class OpenStackAdapter:
             self.conn, provider.cloud, self.cloud_region.region_name or None, self.lookups,
             self._executor, poll_interval, provider.name)
         self.images = OpenStackImages(self.conn, self.cloud_region)
-        # What leak cleanup the provider asks for (OpenStackProviderConfig; stand-ins for
-        # the provider in tests may have neither: no cleanup then).
+        # What leak cleanup the provider asks for (stand-ins for the provider in tests may
+        # have neither: no cleanup then).
         self.resources = OpenStackResources(
             self.conn, self.images,
             clean_floating_ips=bool(getattr(provider, "clean_floating_ips", False)),

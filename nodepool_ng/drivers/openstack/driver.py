@@ -13,16 +13,13 @@ from nodepool_ng.drivers.registry import AdapterOptions, Driver
 def make_adapter(provider: Any, options: AdapterOptions) -> ProviderAdapter:
     from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter  # openstacksdk: lazy
 
-    kwargs: dict[str, Any] = {"clouds_yaml": options.clouds_yaml}
-    if options.poll_interval is not None:
-        kwargs["poll_interval"] = options.poll_interval
-    return OpenStackAdapter(provider, **kwargs)
+    return OpenStackAdapter(provider, **options.kwargs("clouds_yaml", "poll_interval"))
 
 
 def make_image_adapter(provider: Any, options: AdapterOptions) -> ImageAdapter:
     from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter
 
-    return OpenStackAdapter(provider, clouds_yaml=options.clouds_yaml)
+    return OpenStackAdapter(provider, **options.kwargs("clouds_yaml"))
 
 
 DRIVER = Driver(

@@ -30,7 +30,6 @@ from nodepool_ng.drivers.openstack.quota import classify_create_error, classify_
 from nodepool_ng.drivers.statemachine import (
     CreateStateMachine,
     DeleteStateMachine,
-    Log,
     ServerList,
     Step,
 )
@@ -65,19 +64,14 @@ def has_floating_address(server: Any) -> bool:
     return floating and bool(server["public_v4"] or server["interface_ip"])
 
 
-class OpenStackCreateStateMachine(CreateStateMachine):
+class OpenStackCreateStateMachine(CreateStateMachine[OpenStackCloud]):
     SUBMITTED = "server creating (API call)"
     BUILDING = "server building"
     FAULT = "reading fault"
     FLOATING_IP = "adding floating ip"
     FIP_WAIT = "waiting for floating ip"
-
-    def __init__(self, cloud: OpenStackCloud, spec: LaunchSpec, log: Log,
-                 launch_timeout: float) -> None:
-        super().__init__(spec, log, launch_timeout)
-        self.cloud = cloud
-        self._next_check = 0.0
-        self._wait_for = False  # a floating IP was added and must show on the server
+    _next_check = 0.0  # FIP_WAIT: when to read the server again
+    _wait_for = False  # a floating IP was added and must show on the server
 
     def _steps(self) -> Mapping[str, Step]:
         return {self.BUILDING: self._building, self.FAULT: self._fault,
@@ -177,15 +171,10 @@ class OpenStackCreateStateMachine(CreateStateMachine):
         return self._finish(self.cloud.instance_from_server(server))
 
 
-class OpenStackDeleteStateMachine(DeleteStateMachine):
+class OpenStackDeleteStateMachine(DeleteStateMachine[OpenStackCloud]):
     LOOKUP = "waiting for a fresh server list"
     DELETING = "deleting server and floating ips (API calls)"
     WAIT_GONE = "waiting for server to go away"
-
-    def __init__(self, cloud: OpenStackCloud, external_id: str, log: Log,
-                 delete_timeout: float) -> None:
-        super().__init__(external_id, log, delete_timeout)
-        self.cloud = cloud
 
     def _steps(self) -> Mapping[str, Step]:
         return {self.LOOKUP: self._lookup, self.DELETING: self._deleting,
