@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,9 +16,19 @@ from typing import Any
 from nodepool_ng import __version__
 from nodepool_ng.cmd import admin_images, admin_nodes
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
-from nodepool_ng.cmd.znode_names import znode_name_problem
+from nodepool_ng.runtime.daemon import (
+    LogLevels,
+    StartError,
+    add_config_options,
+    add_logging_options,
+    fail,
+    setup_logging,
+)
+from nodepool_ng.znode_names import znode_name_problem
 
-DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
+PROG = "nodepool"
+# The CLI's own output is its tables: warnings only, and kazoo's connection chatter hidden.
+LOG_LEVELS = LogLevels(logging.WARNING, ("kazoo",), logging.ERROR, None)
 
 log = logging.getLogger("nodepool_ng.cmd.admin")
 
@@ -44,11 +53,9 @@ def _add(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodepool", description="Nodepool admin commands.")
-    parser.add_argument("-c", dest="config", default=DEFAULT_CONFIG, help="path to config file")
-    parser.add_argument("-s", dest="secure", help="path to secure file")
-    parser.add_argument("-l", dest="logconfig", help="path to log config file")
-    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    parser = argparse.ArgumentParser(prog=PROG, description="Nodepool admin commands.")
+    add_config_options(parser)
+    add_logging_options(parser, debug_flag="--debug")  # --debug also shows tracebacks
     parser.add_argument("--json", action="store_true", help="JSON output instead of tables")
     parser.add_argument(
         "--clouds-yaml", help="clouds.yaml for commands that talk to clouds (delete --now, ...)"
@@ -103,34 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    if args.logconfig:
-        if args.logconfig.endswith((".yaml", ".yml")):
-            import yaml
-
-            with open(args.logconfig) as f:
-                logging.config.dictConfig(yaml.safe_load(f))
-        else:
-            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
-        return
-    level = logging.DEBUG if args.debug else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.debug:
-        logging.getLogger("kazoo").setLevel(logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)
-        print("nodepool: error: a command is required", file=sys.stderr)
-        return 1
+        return fail(PROG, "a command is required")
     try:
-        _setup_logging(args)
-    except Exception as e:
-        print(f"nodepool: error: log config {args.logconfig}: {e}", file=sys.stderr)
-        return 1
+        setup_logging(args, LOG_LEVELS)
+    except StartError as e:
+        return fail(PROG, e)
     ctx = AdminContext(args.config, args.secure, as_json=args.json, clouds_yaml=args.clouds_yaml)
     try:
         _check_znode_names(args)
@@ -159,7 +148,7 @@ def _check_znode_names(args: argparse.Namespace) -> None:
 def _fail(args: argparse.Namespace, message: str) -> None:
     if args.debug:
         traceback.print_exc()
-    print(f"nodepool: error: {message}", file=sys.stderr)
+    fail(PROG, message)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     nodepool-builder -c FILE [-s SECURE] [-f] [-p PIDFILE] [-l LOGCONFIG]
                      [--build-workers N] [--upload-workers M]
 
-Without `-f` it detaches (double fork) after the config loaded. SIGTERM/SIGINT stop it cleanly;
+Without `-f` it detaches (double fork) after the config loaded, and logs to
+/var/log/nodepool/nodepool-builder.log unless `-l` names a logging config
+(`nodepool_ng.runtime.daemon`). SIGTERM/SIGINT stop it cleanly;
 SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2 dumps thread stacks. Errors are
 one line on stderr with exit status 1.
 """
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
-import os
 import sys
 from collections.abc import Sequence
 
@@ -22,18 +22,24 @@ from nodepool_ng.builder.service import Builder, BuilderTiming
 from nodepool_ng.cmd.startup import config_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.runtime import install_signal_handlers
+from nodepool_ng.runtime.daemon import (
+    LIBRARY_LOGGERS,
+    LogLevels,
+    StartError,
+    add_daemon_options,
+    detach,
+    fail,
+    pidfile,
+    setup_logging,
+)
 
-DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
+PROG = "nodepool-builder"
+LOG_LEVELS = LogLevels(logging.INFO, LIBRARY_LOGGERS, logging.WARNING, logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nodepool-builder", description="Nodepool image builder.")
-    p.add_argument("-c", dest="config", default=DEFAULT_CONFIG, help="path to config file")
-    p.add_argument("-s", dest="secure", help="path to secure file")
-    p.add_argument("-l", dest="logconfig", help="path to log config file (logging.config ini)")
-    p.add_argument("-p", dest="pidfile", help="write the daemon's pid to this file")
-    p.add_argument("-f", dest="foreground", action="store_true", help="run in the foreground")
-    p.add_argument("-d", dest="debug", action="store_true", help="debug logging")
+    p = argparse.ArgumentParser(prog=PROG, description="Nodepool image builder.")
+    add_daemon_options(p)
     p.add_argument("--build-workers", type=int, default=1, help="build threads (default 1)")
     p.add_argument("--upload-workers", type=int, default=4, help="upload threads (default 4)")
     # Check intervals in seconds (upstream hard-codes 10/10/60); tests shorten them.
@@ -46,38 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def setup_logging(args: argparse.Namespace) -> None:
-    if args.logconfig:
-        logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
-        return
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # openstacksdk / keystoneauth / boto3 are chatty at DEBUG (library loggers).
-    for name in ("keystoneauth", "openstack", "urllib3", "kazoo", "apscheduler", "boto3",
-                 "botocore"):
-        logging.getLogger(name).setLevel(logging.WARNING if not args.debug else logging.INFO)
-
-
-def _daemonize() -> None:
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        setup_logging(args)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"nodepool-builder: error: log config {args.logconfig}: {e}", file=sys.stderr)
-        return 1
     timing = BuilderTiming(
         build_interval=args.build_interval,
         upload_interval=args.upload_interval,
@@ -86,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upload_retry_base=args.upload_retry_base,
     )
     try:
+        setup_logging(args, LOG_LEVELS)
         builder = Builder(
             args.config,
             args.secure,
@@ -94,38 +71,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             timing=timing,
         )
         config = builder.watcher.load()  # fail before detaching if the config is bad
-    except NodepoolError as e:
-        print(f"nodepool-builder: error: {e}", file=sys.stderr)
-        return 1
-    problem = config_problem(config, args.config)
-    if problem is None and not config.images_dir:
-        problem = f"{args.config}: images-dir: required by nodepool-builder"
-    if problem is not None:
-        print(f"nodepool-builder: error: {problem}", file=sys.stderr)
-        return 1
-    if not args.foreground:
-        _daemonize()
-    if args.pidfile:
-        with open(args.pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        problem = config_problem(config, args.config)
+        if problem is None and not config.images_dir:
+            problem = f"{args.config}: images-dir: required by nodepool-builder"
+        if problem is not None:
+            raise StartError(problem)
+        # Relative images-dir and elements-dir are relative to the working directory: keep it.
+        detach(PROG, args, workdir=None)
+    except (StartError, NodepoolError) as e:
+        return fail(PROG, e)
+    with pidfile(args.pidfile):
+        return _run(builder)
+
+
+def _run(builder: Builder) -> int:
     install_signal_handlers(builder.stop, reload=builder.reload_config)
     try:
         builder.start()
     except NodepoolError as e:
         logging.getLogger("nodepool_ng.builder").error("Cannot start: %s", e)
-        print(f"nodepool-builder: error: {e}", file=sys.stderr)
         builder.stop()
-        return 1
+        return fail(PROG, e)
     try:
         while not builder.wait(1.0):
             pass
     finally:
         builder.stop()
-        if args.pidfile:
-            try:
-                os.unlink(args.pidfile)
-            except OSError:
-                pass
     return 0
 
 

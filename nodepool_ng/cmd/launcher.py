@@ -1,7 +1,9 @@
 """`nodepool-launcher -c FILE [-s SECURE] [-f] [-p PIDFILE] [-l LOGCONFIG] [--no-webapp]
 [--provider NAME ...]`.
 
-`-f` runs in the foreground; otherwise the process daemonizes (double fork, pidfile).
+`-f` runs in the foreground, logging to stderr; otherwise the process detaches (double fork,
+pidfile) and logs to /var/log/nodepool/nodepool-launcher.log unless `-l` names a logging
+config (`nodepool_ng.runtime.daemon`).
 SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2
 dumps every thread's stack to the log. openstacksdk finds clouds.yaml as usual (e.g. env
 OS_CLIENT_CONFIG_FILE), or pass `--clouds-yaml`.
@@ -11,33 +13,36 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
 from nodepool_ng.errors import NodepoolError
+from nodepool_ng.runtime.daemon import (
+    LIBRARY_LOGGERS,
+    LogLevels,
+    StartError,
+    add_daemon_options,
+    detach,
+    fail,
+    pidfile,
+    setup_logging,
+)
 from nodepool_ng.runtime.signals import install_signal_handlers
 
 if TYPE_CHECKING:
     from nodepool_ng.launcher.service import Launcher
     from nodepool_ng.webapp import WebApp
 
+PROG = "nodepool-launcher"
 log = logging.getLogger("nodepool_ng.cmd.launcher")
+LOG_LEVELS = LogLevels(logging.INFO, LIBRARY_LOGGERS, logging.WARNING, logging.WARNING)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nodepool-launcher", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "-c", dest="config", default="/etc/nodepool/nodepool.yaml", help="path to nodepool.yaml"
-    )
-    parser.add_argument("-s", dest="secure", default=None, help="path to the secure file")
-    parser.add_argument("-f", dest="foreground", action="store_true", help="run in foreground")
-    parser.add_argument("-d", dest="debug", action="store_true", help="debug logging")
-    parser.add_argument("-p", dest="pidfile", default=None, help="pidfile path")
-    parser.add_argument("-l", dest="logconfig", default=None, help="logging config file")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    add_daemon_options(parser)
     parser.add_argument("--no-webapp", action="store_true", help="do not start the webapp")
     parser.add_argument("--clouds-yaml", default=None, help="explicit clouds.yaml path")
     parser.add_argument(
@@ -50,75 +55,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(args: argparse.Namespace) -> None:
-    if args.logconfig:
-        if args.logconfig.endswith((".yaml", ".yml")):
-            import yaml
-
-            with open(args.logconfig) as f:
-                logging.config.dictConfig(yaml.safe_load(f))
-        else:
-            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
-        return
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Library loggers (openstacksdk, boto3), not driver names.
-    for noisy in ("kazoo", "openstack", "keystoneauth", "urllib3", "paramiko", "stevedore",
-                  "boto3", "botocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def daemonize(pidfile: str | None) -> None:
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    os.chdir("/")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-
-
-def write_pidfile(pidfile: str | None) -> None:
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
-
-
-def remove_pidfile(pidfile: str | None) -> None:
-    if pidfile:
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from nodepool_ng.launcher.service import Launcher, LauncherOptions
 
     try:
+        setup_logging(args, LOG_LEVELS)
         options = LauncherOptions(
             clouds_yaml=args.clouds_yaml,
             providers=frozenset(args.providers) if args.providers else None,
             config_interval=args.config_interval,
         )
         launcher = Launcher(args.config, args.secure, options)
-    except (NodepoolError, OSError) as e:
-        print(f"nodepool-launcher: {e}", file=sys.stderr)
-        return 1
-    problem = config_problem(launcher.config, args.config) or clouds_yaml_problem(
-        args.clouds_yaml)
-    if problem is not None:
-        print(f"nodepool-launcher: {problem}", file=sys.stderr)
-        return 1
-    if not args.foreground:
-        daemonize(args.pidfile)
-    write_pidfile(args.pidfile)
-    setup_logging(args)
+        problem = config_problem(launcher.config, args.config) or clouds_yaml_problem(
+            args.clouds_yaml)
+        if problem is not None:
+            raise StartError(problem)
+        detach(PROG, args)
+    except (StartError, NodepoolError, OSError) as e:
+        return fail(PROG, e)
+    with pidfile(args.pidfile):
+        return _run(launcher, args)
+
+
+def _run(launcher: Launcher, args: argparse.Namespace) -> int:
     install_signal_handlers(launcher.stop, reload=lambda: _check_config_now(launcher))
     # Every ZooKeeper reply is handed from kazoo's reader thread to a waiting worker; with
     # the default 5 ms switch interval, busy API threads make each hand-over (and so each
@@ -128,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         launcher.start()
     except NodepoolError as e:
         log.error("Could not start: %s", e)
-        print(f"nodepool-launcher: {e}", file=sys.stderr)
-        remove_pidfile(args.pidfile)
-        return 1
+        return fail(PROG, e)
     not_started = providers_not_started(launcher)
     if not_started:
         # Running on with nothing to launch would look healthy while serving nothing.
@@ -138,12 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "(the log says why for each)")
         log.error("%s; stopping", message)
         launcher.stop()
-        print(f"nodepool-launcher: {message}", file=sys.stderr)
-        remove_pidfile(args.pidfile)
-        return 1
-    webapp = None
-    if not args.no_webapp:
-        webapp = _start_webapp(launcher)
+        return fail(PROG, message)
+    webapp = None if args.no_webapp else _start_webapp(launcher)
     try:
         while not launcher.wait(1.0):
             pass
@@ -153,7 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 webapp.stop()
             except Exception:
                 log.exception("webapp stop failed")
-        remove_pidfile(args.pidfile)
     return 0
 
 

@@ -5,7 +5,10 @@
                                                            summary,stats,faults}
     nodepool-simcloud faults --url URL [--error-rate SERVICE=RATE ...] [--server-error-rate R]
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad arguments or bad profile file.
+Serving runs in the foreground, logging to stderr. SIGTERM/SIGINT stop it; SIGUSR2 dumps thread
+stacks; SIGHUP is logged and ignored (the profile file is read once). Errors are one line on
+stderr (`nodepool-simcloud: error: ...`). Exit codes: 0 ok, 1 runtime failure, 2 bad arguments
+or bad profile file.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from typing import Any
 
+from nodepool_ng.runtime.daemon import LogLevels, fail, setup_logging
+from nodepool_ng.runtime.signals import install_signal_handlers
 from nodepool_ng.simcloud.client import AdminClient, AdminError
 from nodepool_ng.simcloud.profile import ProfileError, load_profile_file
 from nodepool_ng.simcloud.service import SimCloudService
 
+PROG = "nodepool-simcloud"
+LOG_LEVELS = LogLevels(logging.WARNING)
 INSPECT = ("servers", "ports", "floating-ips", "images", "networks", "summary", "stats",
            "faults")
 
@@ -30,17 +36,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         profiles = load_profile_file(args.config)
     except ProfileError as e:
-        print(f"nodepool-simcloud: {args.config}: {e}", file=sys.stderr)
+        fail(PROG, f"{args.config}: {e}")
         return 2
     try:
         service = SimCloudService(profiles, listen=args.listen)
         service.start()
     except (ValueError, OSError) as e:
-        print(f"nodepool-simcloud: cannot listen: {e}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"cannot listen: {e}")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    install_signal_handlers(stop.set)
     try:
         service.write_clouds_yaml(args.clouds_yaml)
         for p in profiles:
@@ -68,8 +72,7 @@ def _faults(args: argparse.Namespace) -> int:
         try:
             rates[service] = float(rate)
         except ValueError:
-            print(f"nodepool-simcloud: --error-rate {item}: expected SERVICE=RATE",
-                  file=sys.stderr)
+            fail(PROG, f"--error-rate {item}: expected SERVICE=RATE")
             return 2
     result = AdminClient(args.url).set_faults(
         error_rate=rates or None, server_error_rate=args.server_error_rate,
@@ -79,12 +82,12 @@ def _faults(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nodepool-simcloud",
+    p = argparse.ArgumentParser(prog=PROG,
                                 description="Simulated OpenStack clouds on loopback.")
     p.add_argument("--config", help="cloud profile file (YAML)")
     p.add_argument("--clouds-yaml", help="where to write the clouds.yaml for openstacksdk")
     p.add_argument("--listen", default="127.0.0.1", help="loopback address to bind")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command")
     i = sub.add_parser("inspect", help="list a running cloud's resources")
     i.add_argument("--url", required=True, help="the cloud's base URL http://127.0.0.1:PORT")
@@ -101,20 +104,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args, LOG_LEVELS)
     try:
         if args.command == "inspect":
             return _inspect(args)
         if args.command == "faults":
             return _faults(args)
     except AdminError as e:
-        print(f"nodepool-simcloud: {e}", file=sys.stderr)
-        return 1
+        return fail(PROG, e)
     if not args.config or not args.clouds_yaml:
         p.print_usage(sys.stderr)
-        print("nodepool-simcloud: --config and --clouds-yaml are required to serve",
-              file=sys.stderr)
+        fail(PROG, "--config and --clouds-yaml are required to serve")
         return 2
     return _serve(args)
 

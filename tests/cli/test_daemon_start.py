@@ -8,12 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from kazoo.client import KazooClient
 
+from tests.builder.support import diskimage
+from tests.builder.support import write_config as write_builder_config
 from tests.fixtures.zookeeper import ZooKeeperChroot
 
 BIN = Path(sys.executable).parent
@@ -140,3 +144,65 @@ def test_launcher_whose_providers_all_failed_exits(
     assert_one_line_error(result, "p1", "p2")
     # Each provider's own error is in the log.
     assert "Provider p1 could not start" in result.stderr
+
+
+# -- where a detached daemon logs -------------------------------------------------------------
+
+# The console script's main() with the log directory (/var/log/nodepool) moved to argv[1].
+WITH_LOG_DIR = (
+    "import sys; import nodepool_ng.runtime.daemon as d; d.LOG_DIR = sys.argv[1]; "
+    "from nodepool_ng.cmd.{module} import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def run_with_log_dir(module: str, log_dir: Path, argv: list[str | Path]
+                     ) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-c", WITH_LOG_DIR.format(module=module), log_dir, *argv])
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_detached_builder_logs_to_its_file(
+    tmp_path: Path, zk_chroot: ZooKeeperChroot, kazoo_client: KazooClient, pidfiles: list[Path]
+) -> None:
+    cfg = write_builder_config(tmp_path, zk_chroot, [diskimage("first", pause=True)])
+    pidfile = tmp_path / "builder.pid"
+    pidfiles.append(pidfile)
+    log_dir = tmp_path / "log"
+    result = run_with_log_dir("builder", log_dir, ["-c", cfg, "-p", pidfile])
+    # The parent returns at once; the detached grandchild writes the pidfile.
+    assert result.returncode == 0, result.stderr
+    wait_until("pidfile", lambda: pidfile.exists() and pidfile.read_text().strip())
+    pid = int(pidfile.read_text())
+    log_file = log_dir / "nodepool-builder.log"
+    # Registered: started, its signal handlers in place.
+    builders = "/nodepool/components/builder"
+    wait_until("builder registered",
+               lambda: kazoo_client.exists(builders) and kazoo_client.get_children(builders))
+    # Logged by the detached process (its stderr is /dev/null): a SIGHUP's line must be
+    # in the file.
+    os.kill(pid, signal.SIGHUP)
+    wait_until("SIGHUP logged", lambda: "reloading on SIGHUP" in log_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_until("pidfile removed", lambda: not pidfile.exists())
+
+
+@pytest.mark.parametrize("module", ["launcher", "builder"])
+def test_detaching_without_a_writable_log_file_exits(
+    tmp_path: Path, zk_chroot: ZooKeeperChroot, module: str, pidfiles: list[Path]
+) -> None:
+    cfg = write_builder_config(tmp_path, zk_chroot, [diskimage("first", pause=True)])
+    pidfile = tmp_path / "daemon.pid"
+    pidfiles.append(pidfile)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    extra = ["--no-webapp"] if module == "launcher" else []
+    result = run_with_log_dir(module, blocker / "log", ["-c", cfg, "-p", pidfile, *extra])
+    assert_one_line_error(result, "log file", str(blocker / "log"), "-f", "-l")
+    assert not pidfile.exists()
