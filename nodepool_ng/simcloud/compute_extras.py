@@ -12,7 +12,7 @@ import io
 import time
 from typing import Any
 
-from nodepool_ng.simcloud.compute import ComputeService
+from nodepool_ng.simcloud.compute import ComputeRoutes, ComputeService
 from nodepool_ng.simcloud.http import Request, Response
 from nodepool_ng.simcloud.state import FloatingIP, Keypair, iso, new_id
 
@@ -40,11 +40,11 @@ def _generate_key() -> tuple[str, str]:
     return f"{key.get_name()} {key.get_base64()} Generated-by-simcloud", out.getvalue()
 
 
-class ComputeExtras:
-    """Adds the extra routes to a ComputeService."""
+class ComputeExtras(ComputeRoutes):
+    """Keypairs, server actions, os-floating-ips."""
 
     def __init__(self, compute: ComputeService) -> None:
-        self.c = compute
+        super().__init__(compute)
         r = compute.route
         r("GET", "/v2.1/os-keypairs", self.list_keypairs)
         r("POST", "/v2.1/os-keypairs", self.create_keypair)
@@ -69,7 +69,7 @@ class ComputeExtras:
     def list_keypairs(self, req: Request) -> Response:
         with req.state.lock:
             kps = [{"keypair": self._kp_view(k)} for k in req.state.keypairs.values()]
-        return self.c._respond(req, 200, {"keypairs": kps})
+        return self.c.respond(req, 200, {"keypairs": kps})
 
     def create_keypair(self, req: Request) -> Response:
         body = req.json_object("keypair")
@@ -91,7 +91,7 @@ class ComputeExtras:
                          str(body.get("type", "ssh")))
             req.state.keypairs[name] = kp
         status = 201 if self.c.microversion(req) >= (2, 2) else 200
-        return self.c._respond(req, status, {"keypair": self._kp_view(kp, private)})
+        return self.c.respond(req, status, {"keypair": self._kp_view(kp, private)})
 
     def show_keypair(self, req: Request) -> Response:
         kp = req.state.keypairs.get(req.params[0])
@@ -101,14 +101,14 @@ class ComputeExtras:
         view = self._kp_view(kp)
         view.update({"created_at": iso(kp.created), "deleted": False, "id": 1,
                      "user_id": req.state.user_id})
-        return self.c._respond(req, 200, {"keypair": view})
+        return self.c.respond(req, 200, {"keypair": view})
 
     def delete_keypair(self, req: Request) -> Response:
         with req.state.lock:
             if req.state.keypairs.pop(req.params[0], None) is None:
                 raise self.c.error(404, f"Keypair {req.params[0]} not found for user "
                                         f"{req.state.user_id}")
-        return self.c._respond(req, 202 if self.c.microversion(req) < (2, 2) else 204, None)
+        return self.c.respond(req, 202 if self.c.microversion(req) < (2, 2) else 204, None)
 
     # --- actions --------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class ComputeExtras:
             raise self.c.error(400, "Malformed request body: expected one action")
         (name, args), = body.items()
         with req.state.lock:
-            server = self.c._server(req, req.params[0])
+            server = self.c.find_server(req, req.params[0])
             if name == "os-getConsoleOutput":
                 status = server.status(time.time())
                 lines = [f"[    0.000000] simcloud: booting {server.name} ({server.id})",
@@ -132,9 +132,9 @@ class ComputeExtras:
                     except (TypeError, ValueError):
                         raise self.c.error(400, "Invalid input for field/attribute length.") \
                             from None
-                return self.c._respond(req, 200, {"output": "\n".join(lines) + "\n"})
+                return self.c.respond(req, 200, {"output": "\n".join(lines) + "\n"})
             if name in ("reboot", "os-start", "os-stop", "createBackup", "lock", "unlock"):
-                return self.c._respond(req, 202, None)
+                return self.c.respond(req, 202, None)
             if name == "addFloatingIp":
                 return self._add_fip(req, server.id, args)
             if name == "removeFloatingIp":
@@ -154,13 +154,13 @@ class ComputeExtras:
 
     def list_pools(self, req: Request) -> Response:
         self._require_nova_net(req)
-        return self.c._respond(req, 200, {"floating_ip_pools": [{"name": POOL}]})
+        return self.c.respond(req, 200, {"floating_ip_pools": [{"name": POOL}]})
 
     def list_fips(self, req: Request) -> Response:
         self._require_nova_net(req)
         with req.state.lock:
             fips = [self._fip_view(f) for f in req.state.floating_ips.values()]
-        return self.c._respond(req, 200, {"floating_ips": fips})
+        return self.c.respond(req, 200, {"floating_ips": fips})
 
     def create_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
@@ -174,14 +174,14 @@ class ComputeExtras:
                 raise self.c.error(404, "No more floating IPs in pool public.")
             fip = FloatingIP(new_id(), addr, POOL, time.time(), nova=True)
             req.state.floating_ips[fip.id] = fip
-        return self.c._respond(req, 200, {"floating_ip": self._fip_view(fip)})
+        return self.c.respond(req, 200, {"floating_ip": self._fip_view(fip)})
 
     def show_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
         fip = req.state.floating_ips.get(req.params[0])
         if fip is None:
             raise self.c.error(404, f"Floating IP not found for ID {req.params[0]}")
-        return self.c._respond(req, 200, {"floating_ip": self._fip_view(fip)})
+        return self.c.respond(req, 200, {"floating_ip": self._fip_view(fip)})
 
     def delete_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
@@ -190,7 +190,7 @@ class ComputeExtras:
             if fip is None:
                 raise self.c.error(404, f"Floating IP not found for ID {req.params[0]}")
             req.state.public_pool.release(fip.address)
-        return self.c._respond(req, 202, None)
+        return self.c.respond(req, 202, None)
 
     def _find_by_address(self, req: Request, args: Any) -> FloatingIP:
         address = args.get("address") if isinstance(args, dict) else None
@@ -212,7 +212,7 @@ class ComputeExtras:
             raise self.c.error(400, f"Floating IP {fip.address} is associated with another "
                                     "instance")
         fip.server_id, fip.fixed_ip = server_id, fixed
-        return self.c._respond(req, 202, None)
+        return self.c.respond(req, 202, None)
 
     def _remove_fip(self, req: Request, server_id: str, args: Any) -> Response:
         self._require_nova_net(req)
@@ -221,4 +221,4 @@ class ComputeExtras:
             raise self.c.error(409, f"Floating IP {fip.address} is not associated with "
                                     f"instance {server_id}.")
         fip.server_id = fip.fixed_ip = None
-        return self.c._respond(req, 202, None)
+        return self.c.respond(req, 202, None)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_chunked()
         split = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(split.path)
-        service = state.find_service(path)
+        service = self.server.find_service(path)
         resp: Response
         if service is None:
             resp = Response(404, {"error": {"code": 404, "message": f"No service at {path}"}})
@@ -206,11 +206,21 @@ class CloudHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: CloudState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: CloudState, services: Sequence[Service]
+    ) -> None:
         self.state = state
+        # The longest prefix first: `/compute` must not take `/compute-x`'s requests.
+        self.services = sorted(services, key=lambda s: len(s.prefix), reverse=True)
         super().__init__(address, _Handler)
         self.host = str(address[0])
         self.port = int(self.server_address[1])
+
+    def find_service(self, path: str) -> Service | None:
+        for service in self.services:
+            if path == service.prefix or path.startswith(service.prefix + "/"):
+                return service
+        return None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-request (a launcher killed, a timeout) is normal for a

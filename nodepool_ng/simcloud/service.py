@@ -10,6 +10,7 @@ from nodepool_ng.simcloud.admin import AdminService
 from nodepool_ng.simcloud.cloudsyaml import write_clouds_yaml
 from nodepool_ng.simcloud.compute import ComputeService
 from nodepool_ng.simcloud.compute_extras import ComputeExtras
+from nodepool_ng.simcloud.compute_servers import ServerMetadataRoutes, ServerRoutes
 from nodepool_ng.simcloud.http import CloudHTTPServer, Service, serve_in_thread
 from nodepool_ng.simcloud.identity import IdentityService
 from nodepool_ng.simcloud.image import ImageService
@@ -20,19 +21,18 @@ from nodepool_ng.simcloud.state import CloudState
 from nodepool_ng.simcloud.volume import VolumeService
 
 
-def build_state(profile: CloudProfile) -> CloudState:
-    """A cloud's state with the services its profile offers."""
-    state = CloudState(profile)
+def services_for(state: CloudState) -> list[Service]:
+    """The services a cloud's profile offers, over its state."""
     compute = ComputeService(state)
-    ComputeExtras(compute)
+    for routes in (ServerRoutes, ServerMetadataRoutes, ComputeExtras):
+        routes(compute)
     services: list[Service] = [IdentityService(), compute, ImageService(), VolumeService(),
                                AdminService()]
-    if profile.has_network_api:
+    if state.profile.has_network_api:
         services.append(NetworkService())
-    if profile.image_upload == "task":
+    if state.profile.image_upload == "task":
         services.append(ObjectStoreService())
-    state.services = sorted(services, key=lambda s: len(s.prefix), reverse=True)
-    return state
+    return services
 
 
 class SimCloudService:
@@ -50,8 +50,8 @@ class SimCloudService:
     def start(self) -> None:
         try:
             for profile in self.profiles:
-                state = build_state(profile)
-                server = CloudHTTPServer((self.listen, profile.port), state)
+                state = CloudState(profile)
+                server = CloudHTTPServer((self.listen, profile.port), state, services_for(state))
                 self.states[profile.name] = state
                 self.servers[profile.name] = server
         except OSError:

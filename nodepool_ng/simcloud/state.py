@@ -15,12 +15,9 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nodepool_ng.simcloud.profile import CloudProfile, FlavorProfile
-
-if TYPE_CHECKING:
-    from nodepool_ng.simcloud.http import Service
 
 
 def new_id() -> str:
@@ -178,7 +175,6 @@ class CloudState:
         self.rng = random.Random(profile.seed)
         self.project_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"{profile.name}.project").hex
         self.user_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"{profile.name}.user").hex
-        self.services: list[Service] = []
         self.tokens: dict[str, tuple[float, dict[str, Any]]] = {}
         self.flavors = {f.id: f for f in profile.flavors}
         self.networks: dict[str, Network] = {}
@@ -338,13 +334,7 @@ class CloudState:
             return None
         return entry[1]
 
-    # --- routing, faults, counters ---------------------------------------------------------
-
-    def find_service(self, path: str) -> Service | None:
-        for service in self.services:
-            if path == service.prefix or path.startswith(service.prefix + "/"):
-                return service
-        return None
+    # --- faults, counters ---------------------------------------------------------
 
     def faults_for(self, service: str, method: str = "GET") -> tuple[float, bool]:
         """(delay seconds, inject a 500?) for one `method` request to `service`."""
