@@ -1,12 +1,14 @@
 """Shared base of the ZooKeeper records: fields declared once, JSON derived from them.
 
 Every record is a dataclass whose fields, in declaration order, are its JSON keys in
-upstream's order. What is special about one field is said next to it, as field metadata
-(`key(...)`): a converter when reading or writing, a key upstream leaves out, a second key
-written with the same value, the value read when the key is absent. Fields that are no JSON
-key say so: `from_path()` (the record's identity, part of its znode path) and `local()`
-(this process's bookkeeping: a held lock, the znode version read). Keys this code does not
-know (Zuul adds some) are kept in `extra` and written back untouched, after the known keys.
+upstream's order: `to_dict`, `to_json`, `from_dict` (`_read`) and `json_keys()` follow them.
+What is special about one field is said next to it, as field metadata
+(`field(..., metadata=key(...))`, see `Key`): a converter when reading or writing, a key
+upstream leaves out, a second key written with the same value, the value read when the key
+is absent, the type checked on read. Fields that are no JSON key say so: `IDENTITY` (the
+record's identity, the parts of its znode path) and `LOCAL` / `KEPT_LOCAL` (this process's
+bookkeeping: the znode version read, a held lock). Keys this code does not know (Zuul adds
+some) are kept in `extra` and written back untouched, after the known keys.
 
 `Record` adds upstream's state bookkeeping: setting `state` (by assignment or `set_state`)
 after construction stamps `state_time`.
@@ -110,16 +112,15 @@ STATE_TIME = key(missing=None)
 LIST = key(read=_list, write=list)
 
 
-def identity(record: Any) -> tuple[str | None, ...]:
-    """The values of the record's identity fields, in declaration (= znode path) order."""
-    return tuple(getattr(record, f.name) for f in dataclasses.fields(record)
-                 if f.metadata.get(_META) == _NotInJson(identity=True))
-
-
 def identity_names(cls: type) -> tuple[str, ...]:
-    """The names of the identity fields of a record class."""
+    """The names of a record class's identity fields, in declaration (= znode path) order."""
     return tuple(f.name for f in dataclasses.fields(cls)
                  if f.metadata.get(_META) == _NotInJson(identity=True))
+
+
+def identity(record: Any) -> tuple[str | None, ...]:
+    """The values of the record's identity fields, in znode path order."""
+    return tuple(getattr(record, name) for name in identity_names(type(record)))
 
 
 def kept_fields(cls: type) -> frozenset[str]:
@@ -176,9 +177,9 @@ class JsonObject:
         for name, how in _json_fields(cls):
             if how.derived:
                 continue
-            value = _lookup(data, (name, *how.also), how.missing, cls, name)
             if cls.CHECK_TYPES and not how.check_read:
-                cls._check(name, value, how, what, data)
+                cls._check(name, data.get(name), how, what, data)
+            value = _lookup(data, (name, *how.also), how.missing, cls, name)
             if how.read is not None:
                 value = how.read(value)
             if cls.CHECK_TYPES and how.check_read:

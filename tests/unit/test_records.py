@@ -126,3 +126,11 @@ def test_components_read_leniently() -> None:
     assert BuilderComponent.from_dict({"kind": "launcher"}).to_dict()["kind"] == "builder"
     pool = PoolComponent.from_dict({"priority": None, "paused": 1, "supported_labels": None})
     assert (pool.priority, pool.paused, pool.supported_labels) == (100, True, [])
+
+
+def test_node_type_checks_look_at_each_key_as_written() -> None:
+    # An `ssh_port` standing in for an absent connection_port is taken as it is, as
+    # upstream does; only the keys a field owns are type-checked.
+    assert Node.from_dict("1", {"ssh_port": "22"}).connection_port == "22"
+    with pytest.raises(MalformedRecord, match="node 1: connection_port"):
+        Node.from_dict("1", {"connection_port": "22"})
