@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from nodepool_ng.errors import RecordNotFound
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
-from nodepool_ng.model.record import decode_json
 from nodepool_ng.zk import locks, paths
 from nodepool_ng.zk.cache import RecordCache
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -39,6 +38,10 @@ class ImageFlag:
 CachedImageRecord = ImageBuild | ImageUpload | ImageFlag
 
 
+BUILDS = RecordKind("build", ImageBuild, paths.build_path, empty_is_record=False)
+UPLOADS = RecordKind("upload", ImageUpload, paths.upload_path, empty_is_record=False)
+
+
 def _parse(path: str) -> tuple[str, str | None] | None:
     # Cache keys are the path below the images root.
     if (paths.parse_image_flag_path(path) or paths.parse_build_path(path)
@@ -54,14 +57,9 @@ def _decode(key: str, raw: bytes | None) -> CachedImageRecord | None:
         return ImageFlag(parts[0], parts[1], time.time())
     if not raw:
         return None  # bare parent created by a lock path
-    data = decode_json(raw, f"image record {key}")
     if len(parts) == 3:
-        return ImageBuild.from_dict(parts[0], parts[2], data)
-    return _with_path(ImageUpload.from_dict(parts[0], parts[2], parts[4], parts[6], data))
-
-
-BUILDS = RecordKind("build", ImageBuild, paths.build_path, empty_is_record=False)
-UPLOADS = RecordKind("upload", ImageUpload, paths.upload_path, empty_is_record=False)
+        return BUILDS.decode((parts[0], parts[2]), raw)
+    return _with_path(UPLOADS.decode((parts[0], parts[2], parts[4], parts[6]), raw))
 
 
 def _with_path(upload: ImageUpload) -> ImageUpload:
