@@ -17,8 +17,6 @@ from nodepool_ng import status
 from nodepool_ng.errors import NodepoolError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.image import BuildState, ImageBuild, ImageUpload, UploadState
 from nodepool_ng.model.node import Node
-from nodepool_ng.model.record import decode_json
-from nodepool_ng.model.request import NodeRequest
 from nodepool_ng.status import BuildView, ImageStatusView, NodeView, Table, UploadView
 from nodepool_ng.zk import paths
 from nodepool_ng.zk.client import ZooKeeperClient
@@ -76,45 +74,28 @@ def provider_adapter(config: Any, provider_name: str, clouds_yaml: str | None = 
         ) from None
 
 
-class ZooKeeperData:
-    """Status rows and admin actions over one `ZooKeeperClient`."""
+class NodeData:
+    """Nodes, node requests and the labels pools serve: rows and the node admin actions."""
 
-    def __init__(
-        self, zk: ZooKeeperClient, config_getter: Callable[[], Any] | None = None
-    ) -> None:
-        self.zk = zk
-        self.config_getter = config_getter
-        self.node_store = NodeStore(zk)
+    def __init__(self, zk: ZooKeeperClient) -> None:
+        self.store = NodeStore(zk)
         self.request_store = RequestStore(zk)
-        self.image_store = ImageStore(zk)
         self.components = ComponentRegistry(zk)
 
-    # -- reading helpers ---------------------------------------------------------------------
-    def _read(self, path: str, what: str) -> dict[str, Any] | None:
-        try:
-            raw, _stat = self.zk.get(path, what)
-        except RecordNotFound:
-            return None
-        return decode_json(raw, what)
-
-    def _children(self, path: str) -> list[str]:
-        return sorted(c for c in self.zk.get_children(path) if c != paths.LOCK)
-
-    # -- nodes -------------------------------------------------------------------------------
     def nodes(self) -> list[Node]:
         """Every node, read directly (no cache), with its lock contenders."""
         out = []
-        for node in self.node_store.read_all():
-            node.lock_contenders = frozenset(self.node_store.lock_contenders(str(node.id)))
+        for node in self.store.read_all():
+            node.lock_contenders = frozenset(self.store.lock_contenders(str(node.id)))
             out.append(node)
         return out
 
     def get_node(self, node_id: str) -> Node | None:
         try:
-            node = self.node_store.get(node_id)
+            node = self.store.get(node_id)
         except RecordNotFound:
             return None
-        node.lock_contenders = frozenset(self.node_store.lock_contenders(node_id))
+        node.lock_contenders = frozenset(self.store.lock_contenders(node_id))
         return node
 
     def node_views(self, node_id: str | None = None) -> list[NodeView]:
@@ -128,53 +109,56 @@ class ZooKeeperData:
         node = self.get_node(node_id)
         if node is None:
             raise AdminError(f"node {node_id} not found")
-        self.node_store.lock(
+        self.store.lock(
             node, blocking=True, timeout=timeout, identifier=f"nodepool-cli@{_host()}"
         )
         try:
             try:
-                self.node_store.refresh(node)
+                self.store.refresh(node)
             except RecordNotFound:
                 raise AdminError(f"node {node_id} was deleted meanwhile") from None
             yield node
         finally:
-            self.node_store.unlock(node)
+            self.store.unlock(node)
 
     def store_node(self, node: Node) -> None:
-        self.node_store.store(node)
+        self.store.store(node)
 
     def delete_node_record(self, node: Node) -> None:
         """Upstream's order: write `deleted` first, then remove the znode and its lock."""
-        self.node_store.delete(node)
-
-    # -- requests and labels -----------------------------------------------------------------
-    def requests(self) -> list[NodeRequest]:
-        return self.request_store.read_all()
+        self.store.delete(node)
 
     def request_table(self) -> Table:
-        return status.request_list((str(r.id), r.to_dict()) for r in self.requests())
+        return status.request_list((str(r.id), r.to_dict()) for r in self.request_store.read_all())
 
     def label_table(self) -> Table:
         return status.label_list(c.to_dict() for c in self.components.pools())
 
-    # -- images ------------------------------------------------------------------------------
+
+class ImageData:
+    """Diskimage builds, provider uploads and pause flags: rows, admin actions, export and
+    import."""
+
+    def __init__(self, zk: ZooKeeperClient) -> None:
+        self.zk = zk
+        self.store = ImageStore(zk)
+
     def image_names(self) -> list[str]:
-        return self.image_store.image_names()
+        return self.store.image_names()
 
     def builds(self, image: str | None = None) -> list[ImageBuild]:
         out = []
         for name in [image] if image else self.image_names():
-            out.extend(self.image_store.builds(name))
+            out.extend(self.store.builds(name))
         return out
 
     def uploads(self, provider: str | None = None) -> list[ImageUpload]:
         out = []
-        store = self.image_store
         for build in self.builds():
             image, build_id = str(build.image_name), str(build.id)
-            for prov in store.providers(image, build_id):
+            for prov in self.store.providers(image, build_id):
                 if provider is None or prov == provider:
-                    out.extend(store.uploads(image, build_id, prov))
+                    out.extend(self.store.uploads(image, build_id, prov))
         return out
 
     def build_views(self) -> list[BuildView]:
@@ -197,54 +181,44 @@ class ZooKeeperData:
         }
 
     def paused_images(self) -> list[str]:
-        return [i for i in self.image_names() if self.image_store.is_paused(i)]
+        return [i for i in self.image_names() if self.store.is_paused(i)]
 
     def image_status_views(self, configured: Iterable[str] = ()) -> list[ImageStatusView]:
-        store = self.image_store
         views = []
         for name in set(self.image_names()) | set(configured):
             building = any(b.state == BuildState.BUILDING for b in self.builds(name))
             views.append(
                 ImageStatusView(
                     image=name,
-                    paused=store.is_paused(name),
-                    request_ctime=store.build_requested_at(name),
+                    paused=self.store.is_paused(name),
+                    request_ctime=self.store.build_requested_at(name),
                     building=building,
                 )
             )
         return views
 
-    def image_status_table(self) -> Table:
-        configured: list[str] = []
-        config = self.config_getter() if self.config_getter else None
-        if config is not None:
-            configured = list(getattr(config, "diskimages", {}) or {})
-        return status.image_status(self.image_status_views(configured))
-
     def set_image_paused(self, image: str, paused: bool) -> None:
-        self.image_store.set_paused(image, paused)
+        self.store.set_paused(image, paused)
 
     def request_build(self, image: str) -> None:
-        self.image_store.request_build(image)
+        self.store.request_build(image)
 
     def mark_build_deleting(self, image: str, build_id: str) -> None:
         """Upstream's `dib-image-delete`: refuse while building; the builder deletes it."""
         what = f"build {image}-{build_id}"
         try:
-            build = self.image_store.get_build(image, build_id)
+            build = self.store.get_build(image, build_id)
         except RecordNotFound:
             raise AdminError(f"{what} not found") from None
         if build.state == BuildState.BUILDING:
             raise AdminError(f"{what} is still building; cannot delete it")
-        lock = self.image_store.lock_build(
-            image, build_id, blocking=True, timeout=NODE_LOCK_TIMEOUT
-        )
+        lock = self.store.lock_build(image, build_id, blocking=True, timeout=NODE_LOCK_TIMEOUT)
         try:
-            build = self.image_store.get_build(image, build_id)
+            build = self.store.get_build(image, build_id)
             build.state = BuildState.DELETING
-            self.image_store.store_build(build)
+            self.store.store_build(build)
         finally:
-            self.image_store.unlock(lock)
+            self.store.unlock(lock)
 
     def mark_upload_deleting(
         self, image: str, build_id: str, provider: str, upload_id: str
@@ -252,35 +226,20 @@ class ZooKeeperData:
         """Upstream's `image-delete`: refuse while uploading; the builder deletes it."""
         what = f"upload {upload_id} of {image} build {build_id} to {provider}"
         try:
-            upload = self.image_store.get_upload(image, build_id, provider, upload_id)
+            upload = self.store.get_upload(image, build_id, provider, upload_id)
         except RecordNotFound:
             raise AdminError(f"{what} not found") from None
         if upload.state == UploadState.UPLOADING:
             raise AdminError(f"{what} is still uploading; cannot delete it")
         upload.state = UploadState.DELETING
-        self.image_store.store_upload(upload)
+        self.store.store_upload(upload)
 
-    # -- providers ---------------------------------------------------------------------------
     def provider_uploads(self, provider: str) -> list[tuple[str, str, list[str]]]:
         """(image, build id, upload ids) of every build with uploads to `provider`."""
         grouped: dict[tuple[str, str], list[str]] = {}
         for u in self.uploads(provider):
             grouped.setdefault((str(u.image_name), str(u.build_id)), []).append(str(u.id))
         return [(i, b, sorted(ids)) for (i, b), ids in sorted(grouped.items())]
-
-    def erase_provider(self, provider: str) -> tuple[int, int]:
-        """Remove `provider`'s upload and node records (ZooKeeper only, not the cloud)."""
-        uploads = 0
-        for image, build_id, _ids in self.provider_uploads(provider):
-            base = f"{paths.build_providers_path(image, build_id)}/{provider}"
-            uploads += len(_ids)
-            self.zk.delete(base, recursive=True)
-        nodes = 0
-        for node in self.nodes():
-            if node.provider == provider:
-                self.zk.delete(paths.node_path(str(node.id)), recursive=True)
-                nodes += 1
-        return uploads, nodes
 
     # -- export / import ---------------------------------------------------------------------
     def export_image_data(self) -> dict[str, str]:
@@ -320,6 +279,39 @@ class ZooKeeperData:
         return len(data)
 
 
+class ZooKeeperData:
+    """What the `nodepool` CLI and the web app read and change over one `ZooKeeperClient`:
+    `nodes` (nodes, requests, labels) and `images` (builds, uploads)."""
+
+    def __init__(
+        self, zk: ZooKeeperClient, config_getter: Callable[[], Any] | None = None
+    ) -> None:
+        self.zk = zk
+        self.config_getter = config_getter
+        self.nodes = NodeData(zk)
+        self.images = ImageData(zk)
+
+    def image_status_table(self) -> Table:
+        """`image-status` of every image in ZooKeeper or in the config."""
+        config = self.config_getter() if self.config_getter else None
+        configured = list(getattr(config, "diskimages", {}) or {}) if config is not None else []
+        return status.image_status(self.images.image_status_views(configured))
+
+    def erase_provider(self, provider: str) -> tuple[int, int]:
+        """Remove `provider`'s upload and node records (ZooKeeper only, not the cloud)."""
+        uploads = 0
+        for image, build_id, upload_ids in self.images.provider_uploads(provider):
+            base = f"{paths.build_providers_path(image, build_id)}/{provider}"
+            uploads += len(upload_ids)
+            self.zk.delete(base, recursive=True)
+        nodes = 0
+        for node in self.nodes.nodes():
+            if node.provider == provider:
+                self.zk.delete(paths.node_path(str(node.id)), recursive=True)
+                nodes += 1
+        return uploads, nodes
+
+
 class ZooKeeperStatusSource:
     """The web app's view: one `Table` per endpoint, read fresh from ZooKeeper."""
 
@@ -327,19 +319,19 @@ class ZooKeeperStatusSource:
         self.data = ZooKeeperData(zk, config_getter)
 
     def table(self, name: str, node_id: str | None = None) -> Table:
-        d = self.data
+        nodes, images = self.data.nodes, self.data.images
         if name == "node-list":
-            return status.node_list(d.node_views(node_id), detail=True)
+            return status.node_list(nodes.node_views(node_id), detail=True)
         if name == "request-list":
-            return d.request_table()
+            return nodes.request_table()
         if name == "label-list":
-            return d.label_table()
+            return nodes.label_table()
         if name == "image-list":
-            return status.image_list(d.upload_views())
+            return status.image_list(images.upload_views())
         if name == "dib-image-list":
-            return status.dib_image_list(d.build_views(), d.paused_images())
+            return status.dib_image_list(images.build_views(), images.paused_images())
         if name == "image-status":
-            return d.image_status_table()
+            return self.data.image_status_table()
         raise ZooKeeperError(f"unknown status table {name!r}")
 
 

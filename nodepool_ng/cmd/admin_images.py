@@ -21,24 +21,24 @@ WAIT_POLL_SECONDS = 0.5
 
 
 def cmd_dib_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(status.dib_image_list(ctx.data.build_views(), ctx.data.paused_images()))
+    ctx.show(status.dib_image_list(ctx.data.images.build_views(), ctx.data.images.paused_images()))
 
 
 def cmd_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(status.image_list(ctx.data.upload_views()))
+    ctx.show(status.image_list(ctx.data.images.upload_views()))
 
 
 def cmd_image_status(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(status.image_status(ctx.data.image_status_views(ctx.config.diskimages)))
+    ctx.show(status.image_status(ctx.data.images.image_status_views(ctx.config.diskimages)))
 
 
 def cmd_image_pause(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.data.set_image_paused(args.image, True)
+    ctx.data.images.set_image_paused(args.image, True)
     _report(ctx, {"image": args.image, "paused": True}, f"Image {args.image} builds paused")
 
 
 def cmd_image_unpause(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.data.set_image_paused(args.image, False)
+    ctx.data.images.set_image_paused(args.image, False)
     _report(ctx, {"image": args.image, "paused": False}, f"Image {args.image} builds resumed")
 
 
@@ -47,7 +47,7 @@ def _report(ctx: AdminContext, obj: dict[str, Any], text: str) -> None:
 
 
 def cmd_image_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.data.mark_upload_deleting(args.image, args.build_id, args.provider, args.upload_id)
+    ctx.data.images.mark_upload_deleting(args.image, args.build_id, args.provider, args.upload_id)
     _report(
         ctx,
         {
@@ -69,7 +69,7 @@ def cmd_dib_image_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
     for part in (image, build_id):
         if (problem := znode_name_problem(part)) is not None:
             raise CommandError(f"id: {problem}")
-    ctx.data.mark_build_deleting(image, build_id)
+    ctx.data.images.mark_build_deleting(image, build_id)
     _report(
         ctx,
         {"id": args.id, "image": image, "build_id": build_id, "state": "deleting"},
@@ -86,8 +86,8 @@ def cmd_image_build(ctx: AdminContext, args: argparse.Namespace) -> int | None:
         )
     if getattr(diskimage, "pause", False):
         raise CommandError(f"diskimage {name!r} is paused in {ctx.config_path}")
-    known_builds = {b.build_id for b in ctx.data.build_views() if b.image == name}
-    ctx.data.request_build(name)
+    known_builds = {b.build_id for b in ctx.data.images.build_views() if b.image == name}
+    ctx.data.images.request_build(name)
     if not args.wait:
         _report(ctx, {"image": name, "build_request": "pending"}, f"Build of {name} requested")
         return None
@@ -158,7 +158,7 @@ class BuildWatcher:
         while True:
             builds = [
                 b
-                for b in self.ctx.data.build_views()
+                for b in self.ctx.data.images.build_views()
                 if b.image == self.image and b.build_id not in self.known_builds
             ]
             if builds:
@@ -176,7 +176,7 @@ class BuildWatcher:
             self._tick("the build")
 
     def _wait_uploads(self, build_id: str) -> None:
-        store = self.ctx.data.image_store
+        store = self.ctx.data.images.store
         pending = set(self.providers)
         while pending:
             self._check_build_current(build_id)
@@ -208,7 +208,7 @@ class BuildWatcher:
 
     def _check_build_current(self, build_id: str) -> None:
         """Fail when the builder will never upload this build: deleted or superseded."""
-        builds = self.ctx.data.image_store.builds(self.image)
+        builds = self.ctx.data.images.store.builds(self.image)
         mine = next((b for b in builds if b.id == build_id), None)
         if mine is None or mine.state != BuildState.READY:
             state = "deleted" if mine is None else str(mine.state)
@@ -231,7 +231,7 @@ def cmd_alien_image_list(ctx: AdminContext, args: argparse.Namespace) -> None:
     from nodepool_ng.statusdata import provider_adapter
 
     table = Table((("provider", "Provider"), ("name", "Name"), ("image_id", "Image ID")))
-    ready = ctx.data.ready_upload_ids()
+    ready = ctx.data.images.ready_upload_ids()
     names = sorted(ctx.config.providers)
     if args.provider:
         if args.provider not in ctx.config.providers:
@@ -269,7 +269,7 @@ def _image_name(adapter: Any, res: Any) -> str | None:
 
 
 def cmd_export(ctx: AdminContext, args: argparse.Namespace) -> None:
-    data = ctx.data.export_image_data()
+    data = ctx.data.images.export_image_data()
     # Image data may name internal infrastructure: owner-only, as upstream does.
     fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -290,5 +290,5 @@ def cmd_import(ctx: AdminContext, args: argparse.Namespace) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
         raise CommandError(f"{args.path}: expected a JSON object of znode path -> data string")
-    count = ctx.data.import_image_data(data)
+    count = ctx.data.images.import_image_data(data)
     _report(ctx, {"path": args.path, "records": count}, f"Imported {count} records")

@@ -20,43 +20,43 @@ DELETE_NOW_TIMEOUT = 300.0
 
 
 def cmd_list(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(status.node_list(ctx.data.node_views(), detail=args.detail))
+    ctx.show(status.node_list(ctx.data.nodes.node_views(), detail=args.detail))
 
 
 def cmd_request_list(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(ctx.data.request_table())
+    ctx.show(ctx.data.nodes.request_table())
 
 
 def cmd_label_list(ctx: AdminContext, args: argparse.Namespace) -> None:
-    ctx.show(ctx.data.label_table())
+    ctx.show(ctx.data.nodes.label_table())
 
 
 def _show_node(ctx: AdminContext, view: NodeView) -> None:
     """Show the node as it is now (our lock released), or as we left it if already gone."""
-    views = ctx.data.node_views(view.id) or [NodeView(view.id, view.data, locked=False)]
+    views = ctx.data.nodes.node_views(view.id) or [NodeView(view.id, view.data, locked=False)]
     ctx.show(status.node_list(views, detail=False))
 
 
 def cmd_hold(ctx: AdminContext, args: argparse.Namespace) -> None:
-    with ctx.data.locked_node(args.id) as node:
+    with ctx.data.nodes.locked_node(args.id) as node:
         node.state = NodeState.HOLD
         if args.reason:
             node.comment = args.reason
-        ctx.data.store_node(node)
+        ctx.data.nodes.store_node(node)
         view = NodeView(args.id, node.to_dict(), locked=True)
     _show_node(ctx, view)
 
 
 def cmd_delete(ctx: AdminContext, args: argparse.Namespace) -> None:
-    with ctx.data.locked_node(args.id) as node:
+    with ctx.data.nodes.locked_node(args.id) as node:
         if args.now:
             _delete_now(ctx, node)
             node.state = NodeState.DELETED
             view = NodeView(args.id, node.to_dict(), locked=True)
-            ctx.data.delete_node_record(node)
+            ctx.data.nodes.delete_node_record(node)
         else:
             node.state = NodeState.DELETING
-            ctx.data.store_node(node)
+            ctx.data.nodes.store_node(node)
             view = NodeView(args.id, node.to_dict(), locked=True)
     _show_node(ctx, view)
 
@@ -97,10 +97,10 @@ def cmd_info(ctx: AdminContext, args: argparse.Namespace) -> None:
     images = Table(
         (("image", "Image Name"), ("build_id", "Build ID"), ("upload_ids", "Upload IDs"))
     )
-    for image, build_id, upload_ids in ctx.data.provider_uploads(provider):
+    for image, build_id, upload_ids in ctx.data.images.provider_uploads(provider):
         images.rows.append({"image": image, "build_id": build_id, "upload_ids": upload_ids})
     nodes = Table((("id", "ID"), ("server_id", "Server ID")))
-    for view in ctx.data.node_views():
+    for view in ctx.data.nodes.node_views():
         if view.data.get("provider") == provider:
             nodes.rows.append({"id": view.id, "server_id": view.data.get("external_id")})
     if ctx.as_json:
