@@ -77,10 +77,13 @@ def image_path(image: str) -> str:
 
 
 def image_pause_path(image: str) -> str:
+    """Empty flag: while it exists (`nodepool image-pause`), the image is not built."""
     return f"{image_path(image)}/{PAUSE}"
 
 
 def image_request_build_path(image: str) -> str:
+    """Empty flag asking for a build now (`nodepool image-build`); its ctime is the
+    request's age."""
     return f"{image_path(image)}/{REQUEST_BUILD}"
 
 
