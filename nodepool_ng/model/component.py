@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from nodepool_ng.model.record import (
     LIST,
@@ -84,7 +84,7 @@ class Component(JsonObject):
         return self.path.rsplit("/", 1)[-1] if self.path else None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str | None = None) -> Component:
+    def from_dict(cls, data: dict[str, Any], path: str | None = None) -> Self:
         """Build from JSON."""
         return cls(**cls._read(data, f"component {path}"), path=path)
 

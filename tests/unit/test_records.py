@@ -15,7 +15,7 @@ from nodepool_ng.model.component import (
     PoolComponent,
 )
 from nodepool_ng.model.image import ImageBuild, ImageUpload
-from nodepool_ng.model.node import NODE_KEYS, Node
+from nodepool_ng.model.node import NODE_KEYS, Node, NodeState
 from nodepool_ng.model.record import MalformedRecord
 from nodepool_ng.model.request import REQUEST_KEYS, NodeRequest
 
@@ -49,9 +49,16 @@ LAUNCHER_JSON = (
     b'"version": "1"}'
 )
 
+POOL_JSON = (
+    b'{"hostname": "h", "id": "h-PoolWorker.p-main-1", "kind": "pool", "model_api": 0, '
+    b'"name": "main", "paused": false, "priority": 100, "provider_name": "p", '
+    b'"state": "running", "supported_labels": ["a"], "version": null}'
+)
+
 
 def test_exact_upstream_json() -> None:
-    assert Node(id="1", state="ready", state_time=1.0, type=["small"]).to_json() == NODE_JSON
+    assert Node(id="1", state=NodeState.READY, state_time=1.0, type=["small"]).to_json() == (
+        NODE_JSON)
     request = NodeRequest(id="100-0000000001", state_time=2.0, node_types=["a"])
     assert request.to_json() == REQUEST_JSON
     build = ImageBuild(image_name="i", id="b", state_time=3.0, formats=["raw", "qcow2"],
@@ -59,6 +66,9 @@ def test_exact_upstream_json() -> None:
     assert build.to_json() == BUILD_JSON
     assert ImageUpload(state_time=4.0, external_id="x").to_json() == UPLOAD_JSON
     assert LauncherComponent(hostname="h", version="1").to_json() == LAUNCHER_JSON
+    pool = PoolComponent(hostname="h", state=ComponentState.RUNNING, id="h-PoolWorker.p-main-1",
+                         name="main", provider_name="p", supported_labels=["a"])
+    assert pool.to_json() == POOL_JSON
 
 
 def test_declared_keys_are_upstream_order() -> None:
@@ -74,20 +84,23 @@ READERS: dict[str, tuple[bytes, Any]] = {
     "build": (BUILD_JSON, lambda d: ImageBuild.from_dict("i", "b", d)),
     "upload": (UPLOAD_JSON, lambda d: ImageUpload.from_dict("i", "b", "p", "0000000001", d)),
     "launcher": (LAUNCHER_JSON, LauncherComponent.from_dict),
+    "builder": (LAUNCHER_JSON.replace(b'"launcher"', b'"builder"'), BuilderComponent.from_dict),
+    "pool": (POOL_JSON, PoolComponent.from_dict),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(READERS))
 def test_round_trip_keeps_unknown_keys_after_known_ones(kind: str) -> None:
     raw, read = READERS[kind]
-    data = {**json.loads(raw), "zuul_future": {"x": [1]}, "id": "0000000001"}
+    data = {**json.loads(raw), "zuul_future": {"x": [1]}, "zuul_id": "0000000001"}
     record = read(data)
-    assert record.extra == {"zuul_future": {"x": [1]}, "id": "0000000001"}
+    assert record.extra == {"zuul_future": {"x": [1]}, "zuul_id": "0000000001"}
     out = record.to_dict()
     assert out == data
-    if kind != "launcher":  # components are written with sorted keys
+    if kind not in ("launcher", "builder", "pool"):  # components: sorted keys
         assert list(out) == list(data)
-        assert record.to_json() == raw[:-1] + b', "zuul_future": {"x": [1]}, "id": "0000000001"}'
+        unknown = b', "zuul_future": {"x": [1]}, "zuul_id": "0000000001"}'
+        assert record.to_json() == raw[:-1] + unknown
     assert read(json.loads(record.to_json())) == record
 
 
