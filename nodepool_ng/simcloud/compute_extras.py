@@ -12,7 +12,7 @@ import io
 import time
 from typing import Any
 
-from nodepool_ng.simcloud.compute import ComputeRoutes, ComputeService
+from nodepool_ng.simcloud.compute import ComputeRoutes, handles
 from nodepool_ng.simcloud.http import Request, Response
 from nodepool_ng.simcloud.state import FloatingIP, Keypair, iso, new_id
 
@@ -43,20 +43,6 @@ def _generate_key() -> tuple[str, str]:
 class ComputeExtras(ComputeRoutes):
     """Keypairs, server actions, os-floating-ips."""
 
-    def __init__(self, compute: ComputeService) -> None:
-        super().__init__(compute)
-        r = compute.route
-        r("GET", "/v2.1/os-keypairs", self.list_keypairs)
-        r("POST", "/v2.1/os-keypairs", self.create_keypair)
-        r("GET", "/v2.1/os-keypairs/([^/]+)", self.show_keypair)
-        r("DELETE", "/v2.1/os-keypairs/([^/]+)", self.delete_keypair)
-        r("POST", "/v2.1/servers/([^/]+)/action", self.action)
-        r("GET", "/v2.1/os-floating-ip-pools", self.list_pools)
-        r("GET", "/v2.1/os-floating-ips", self.list_fips)
-        r("POST", "/v2.1/os-floating-ips", self.create_fip)
-        r("GET", "/v2.1/os-floating-ips/([^/]+)", self.show_fip)
-        r("DELETE", "/v2.1/os-floating-ips/([^/]+)", self.delete_fip)
-
     # --- keypairs -------------------------------------------------------------------------
 
     def _kp_view(self, kp: Keypair, private: str | None = None) -> dict[str, Any]:
@@ -66,11 +52,13 @@ class ComputeExtras(ComputeRoutes):
             out["private_key"] = private
         return out
 
+    @handles("GET", "/v2.1/os-keypairs")
     def list_keypairs(self, req: Request) -> Response:
         with req.state.lock:
             kps = [{"keypair": self._kp_view(k)} for k in req.state.keypairs.values()]
         return self.c.respond(req, 200, {"keypairs": kps})
 
+    @handles("POST", "/v2.1/os-keypairs")
     def create_keypair(self, req: Request) -> Response:
         body = req.json_object("keypair")
         name = body.get("name")
@@ -93,6 +81,7 @@ class ComputeExtras(ComputeRoutes):
         status = 201 if self.c.microversion(req) >= (2, 2) else 200
         return self.c.respond(req, status, {"keypair": self._kp_view(kp, private)})
 
+    @handles("GET", "/v2.1/os-keypairs/([^/]+)")
     def show_keypair(self, req: Request) -> Response:
         kp = req.state.keypairs.get(req.params[0])
         if kp is None:
@@ -103,6 +92,7 @@ class ComputeExtras(ComputeRoutes):
                      "user_id": req.state.user_id})
         return self.c.respond(req, 200, {"keypair": view})
 
+    @handles("DELETE", "/v2.1/os-keypairs/([^/]+)")
     def delete_keypair(self, req: Request) -> Response:
         with req.state.lock:
             if req.state.keypairs.pop(req.params[0], None) is None:
@@ -112,6 +102,7 @@ class ComputeExtras(ComputeRoutes):
 
     # --- actions --------------------------------------------------------------------------
 
+    @handles("POST", "/v2.1/servers/([^/]+)/action")
     def action(self, req: Request) -> Response:
         body = req.json()
         if not isinstance(body, dict) or len(body) != 1:
@@ -152,16 +143,19 @@ class ComputeExtras(ComputeRoutes):
         return {"id": f.id, "ip": f.address, "pool": f.network_id, "fixed_ip": f.fixed_ip,
                 "instance_id": f.server_id}
 
+    @handles("GET", "/v2.1/os-floating-ip-pools")
     def list_pools(self, req: Request) -> Response:
         self._require_nova_net(req)
         return self.c.respond(req, 200, {"floating_ip_pools": [{"name": POOL}]})
 
+    @handles("GET", "/v2.1/os-floating-ips")
     def list_fips(self, req: Request) -> Response:
         self._require_nova_net(req)
         with req.state.lock:
             fips = [self._fip_view(f) for f in req.state.floating_ips.values()]
         return self.c.respond(req, 200, {"floating_ips": fips})
 
+    @handles("POST", "/v2.1/os-floating-ips")
     def create_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
         body = req.json() if req.body else {}
@@ -176,6 +170,7 @@ class ComputeExtras(ComputeRoutes):
             req.state.floating_ips[fip.id] = fip
         return self.c.respond(req, 200, {"floating_ip": self._fip_view(fip)})
 
+    @handles("GET", "/v2.1/os-floating-ips/([^/]+)")
     def show_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
         fip = req.state.floating_ips.get(req.params[0])
@@ -183,6 +178,7 @@ class ComputeExtras(ComputeRoutes):
             raise self.c.error(404, f"Floating IP not found for ID {req.params[0]}")
         return self.c.respond(req, 200, {"floating_ip": self._fip_view(fip)})
 
+    @handles("DELETE", "/v2.1/os-floating-ips/([^/]+)")
     def delete_fip(self, req: Request) -> Response:
         self._require_nova_net(req)
         with req.state.lock:

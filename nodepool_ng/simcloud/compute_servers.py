@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any
 
-from nodepool_ng.simcloud.compute import ComputeRoutes, ComputeService
+from nodepool_ng.simcloud.compute import ComputeRoutes, handles
 from nodepool_ng.simcloud.http import Request, Response
 from nodepool_ng.simcloud.state import CloudState, Network, Port, Server, iso, new_id
 
@@ -18,16 +18,9 @@ MAX_PAGE = 1000
 
 
 class ServerRoutes(ComputeRoutes):
-    def __init__(self, compute: ComputeService) -> None:
-        super().__init__(compute)
-        r = compute.route
-        r("GET", "/v2.1/servers(/detail)?", self.list_servers)
-        r("POST", "/v2.1/servers", self.create_server)
-        r("GET", "/v2.1/servers/([^/]+)", self.show_server)
-        r("PUT", "/v2.1/servers/([^/]+)", self.update_server)
-        r("DELETE", "/v2.1/servers/([^/]+)", self.delete_server)
+    """Servers: views, list, show, rename, delete, create."""
 
-    # --- servers: views -------------------------------------------------------------------
+    # --- views ----------------------------------------------------------------------------
 
     def server_view(self, req: Request, s: Server, now: float, version: tuple[int, int],
                     addresses: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,6 +68,7 @@ class ServerRoutes(ComputeRoutes):
                             "created": iso(s.ready_at)}
         return out
 
+    @handles("GET", "/v2.1/servers(/detail)?")
     def list_servers(self, req: Request) -> Response:
         version = self.c.microversion(req)
         detail = bool(req.params[0])
@@ -120,6 +114,7 @@ class ServerRoutes(ComputeRoutes):
                 f"{req.base_url}/compute/v2.1/{path}?limit={limit}&marker={picked[-1].id}")}]
         return self.c.respond(req, 200, body)
 
+    @handles("GET", "/v2.1/servers/([^/]+)")
     def show_server(self, req: Request) -> Response:
         version = self.c.microversion(req)
         with req.state.lock:
@@ -127,6 +122,7 @@ class ServerRoutes(ComputeRoutes):
             view = self.server_view(req, server, time.time(), version)
         return self.c.respond(req, 200, {"server": view})
 
+    @handles("PUT", "/v2.1/servers/([^/]+)")
     def update_server(self, req: Request) -> Response:
         body = req.json_object("server")
         with req.state.lock:
@@ -138,6 +134,7 @@ class ServerRoutes(ComputeRoutes):
             view = self.server_view(req, server, time.time(), self.c.microversion(req))
         return self.c.respond(req, 200, {"server": view})
 
+    @handles("DELETE", "/v2.1/servers/([^/]+)")
     def delete_server(self, req: Request) -> Response:
         with req.state.lock:
             if not req.state.delete_server(req.params[0]):
@@ -146,6 +143,7 @@ class ServerRoutes(ComputeRoutes):
 
     # --- servers: create ------------------------------------------------------------------
 
+    @handles("POST", "/v2.1/servers")
     def create_server(self, req: Request) -> Response:
         self.c.microversion(req)
         body = req.json_object("server")
@@ -284,17 +282,7 @@ class ServerRoutes(ComputeRoutes):
 
 
 class ServerMetadataRoutes(ComputeRoutes):
-    def __init__(self, compute: ComputeService) -> None:
-        super().__init__(compute)
-        r = compute.route
-        r("GET", "/v2.1/servers/([^/]+)/metadata", self.get_metadata)
-        r("POST", "/v2.1/servers/([^/]+)/metadata", self.merge_metadata)
-        r("PUT", "/v2.1/servers/([^/]+)/metadata", self.replace_metadata)
-        r("GET", "/v2.1/servers/([^/]+)/metadata/([^/]+)", self.get_meta_item)
-        r("PUT", "/v2.1/servers/([^/]+)/metadata/([^/]+)", self.set_meta_item)
-        r("DELETE", "/v2.1/servers/([^/]+)/metadata/([^/]+)", self.delete_meta_item)
-
-    # --- metadata -------------------------------------------------------------------------
+    """A server's metadata, whole or one item."""
 
     def _meta_body(self, req: Request, key: str) -> dict[str, str]:
         data = req.json_object(key)
@@ -302,11 +290,13 @@ class ServerMetadataRoutes(ComputeRoutes):
             raise self.c.error(400, f"Invalid input for field/attribute {key}.")
         return data
 
+    @handles("GET", "/v2.1/servers/([^/]+)/metadata")
     def get_metadata(self, req: Request) -> Response:
         with req.state.lock:
             meta = dict(self.c.find_server(req, req.params[0]).metadata)
         return self.c.respond(req, 200, {"metadata": meta})
 
+    @handles("POST", "/v2.1/servers/([^/]+)/metadata")
     def merge_metadata(self, req: Request) -> Response:
         new = self._meta_body(req, "metadata")
         with req.state.lock:
@@ -315,12 +305,14 @@ class ServerMetadataRoutes(ComputeRoutes):
             meta = dict(server.metadata)
         return self.c.respond(req, 200, {"metadata": meta})
 
+    @handles("PUT", "/v2.1/servers/([^/]+)/metadata")
     def replace_metadata(self, req: Request) -> Response:
         new = self._meta_body(req, "metadata")
         with req.state.lock:
             self.c.find_server(req, req.params[0]).metadata = dict(new)
         return self.c.respond(req, 200, {"metadata": new})
 
+    @handles("GET", "/v2.1/servers/([^/]+)/metadata/([^/]+)")
     def get_meta_item(self, req: Request) -> Response:
         with req.state.lock:
             meta = self.c.find_server(req, req.params[0]).metadata
@@ -328,6 +320,7 @@ class ServerMetadataRoutes(ComputeRoutes):
                 raise self.c.error(404, "Metadata item was not found")
             return self.c.respond(req, 200, {"meta": {req.params[1]: meta[req.params[1]]}})
 
+    @handles("PUT", "/v2.1/servers/([^/]+)/metadata/([^/]+)")
     def set_meta_item(self, req: Request) -> Response:
         new = self._meta_body(req, "meta")
         if list(new) != [req.params[1]]:
@@ -336,6 +329,7 @@ class ServerMetadataRoutes(ComputeRoutes):
             self.c.find_server(req, req.params[0]).metadata.update(new)
         return self.c.respond(req, 200, {"meta": new})
 
+    @handles("DELETE", "/v2.1/servers/([^/]+)/metadata/([^/]+)")
     def delete_meta_item(self, req: Request) -> Response:
         with req.state.lock:
             meta = self.c.find_server(req, req.params[0]).metadata

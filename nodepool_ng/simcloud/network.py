@@ -156,16 +156,20 @@ class NetworkService(Service):
             return Response(200, {key: view})
         return handler
 
+    def _network(self, state: CloudState, network_id: Any) -> Network:
+        """A network this project sees, or neutron's 404."""
+        net = state.networks.get(str(network_id))
+        if net is None or not net.api_visible:
+            raise self.error(404, f"Network {network_id} could not be found.", "NetworkNotFound")
+        return net
+
     # --- ports ----------------------------------------------------------------------------
 
     def create_port(self, req: Request) -> Response:
         body = req.json_object("port")
         state = req.state
         with state.lock:
-            net = state.networks.get(str(body.get("network_id")))
-            if net is None or not net.api_visible:
-                raise self.error(404, f"Network {body.get('network_id')} could not be found.",
-                                 "NetworkNotFound")
+            net = self._network(state, body.get("network_id"))
             port = state.create_port(net, name=str(body.get("name") or ""))
             if port is None:
                 raise self.error(409, f"No more IP addresses available on network {net.id}.",
@@ -227,10 +231,7 @@ class NetworkService(Service):
         body = req.json_object("floatingip")
         state = req.state
         with state.lock:
-            net = state.networks.get(str(body.get("floating_network_id")))
-            if net is None or not net.api_visible:
-                raise self.error(404, f"Network {body.get('floating_network_id')} could not "
-                                      "be found.", "NetworkNotFound")
+            net = self._network(state, body.get("floating_network_id"))
             if not net.router_external:
                 raise self.error(400, f"Bad floatingip request: Network {net.id} is not a "
                                       "valid external network.", "BadRequest")
