@@ -21,7 +21,14 @@ from __future__ import annotations
 
 
 class NodepoolError(Exception):
+    """The root. A subclass declares `temporary=` when it differs from its parent's."""
+
     temporary = False
+
+    def __init_subclass__(cls, temporary: bool | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if temporary is not None:
+            cls.temporary = temporary
 
 
 class ConfigError(NodepoolError):
@@ -32,45 +39,47 @@ class ConfigError(NodepoolError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-class ZooKeeperError(NodepoolError):
-    temporary = True
+class ZooKeeperError(NodepoolError, temporary=True):
+    """ZooKeeper could not be reached in time (suspended or lost session, a timeout), or a
+    record could not be read or written; the next pass usually succeeds."""
 
 
 class LockError(ZooKeeperError):
-    pass
+    """A lock was held elsewhere or not granted before the timeout."""
 
 
-class RecordNotFound(ZooKeeperError):
-    temporary = False
+class RecordNotFound(ZooKeeperError, temporary=False):
+    """The znode is gone (deleted meanwhile, or never there): reading it again won't help."""
 
 
 class CloudError(NodepoolError):
-    pass
+    """A cloud API call failed; the subclass says whether it is worth retrying."""
 
 
-class TemporaryCloudError(CloudError):
-    temporary = True
+class TemporaryCloudError(CloudError, temporary=True):
+    """5xx, timeouts, refused or reset connections: the same call may succeed later."""
 
 
-class QuotaExceeded(CloudError):
-    temporary = True
+class QuotaExceeded(CloudError, temporary=True):
+    """The cloud refused for quota. The node is marked `aborted` and its request launched
+    again once quota frees up (not counted against launch-retries)."""
 
 
 class PermanentCloudError(CloudError):
-    pass
+    """4xx other than quota: the same call would be refused again."""
 
 
-class LaunchError(NodepoolError):
-    temporary = True
+class LaunchError(NodepoolError, temporary=True):
+    """One launch attempt failed; counted against the provider's launch-retries."""
 
 
 class LaunchTimeout(LaunchError):
-    pass
+    """The server did not become ACTIVE within launch-timeout."""
 
 
 class NodeScanError(LaunchError):
-    pass
+    """The host-key scan or reachability check did not succeed within boot-timeout."""
 
 
 class ImageBuildError(NodepoolError):
-    pass
+    """diskimage-builder failed or ran past build-timeout."""
