@@ -18,6 +18,7 @@ from kazoo.client import KazooClient
 
 from nodepool_ng.builder.service import Builder, BuilderTiming
 from nodepool_ng.model.image import BuildState, ImageUpload, UploadState
+from nodepool_ng.zk import paths
 from tests.builder.support import diskimage, read_builds, read_uploads, wait_for, write_config
 from tests.fixtures.moto import AwsCloud, FaultProxy, MotoServer
 from tests.fixtures.zookeeper import ZooKeeperChroot
@@ -164,7 +165,10 @@ def test_upload_boot_rotate_delete(
         node = h.node(kz, nid)
         assert node is not None and node["state"] == "ready", node
         assert node["provider"] == PROVIDER
-        assert node["image_id"] == first.path
+        # The node names the upload it booted from by its znode path.
+        assert first.build_id is not None and first.id is not None
+        assert node["image_id"] == paths.upload_path("debian", first.build_id, PROVIDER,
+                                                     first.id)
         instance_id = node["external_id"]
         assert instance_id.startswith("i-")
         (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
@@ -216,8 +220,6 @@ def test_restarted_builder_deletes_uploads_of_removed_aws_provider(
     AMIs and deletes their snapshots: the image adapter comes from the driver the upload
     recorded (through the registry, as for OpenStack), then the record goes."""
     import json
-
-    from nodepool_ng.zk import paths
 
     kz = kazoo_client
     b = Builder(str(config), timing=FAST, hostname="builder-test")
