@@ -9,14 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter, load_cloud_region
+    from nodepool_ng.drivers.openstack.adapter import OpenStackAdapter
+    from nodepool_ng.drivers.openstack.sdk import load_cloud_region
 
 __all__ = ["OpenStackAdapter", "load_cloud_region"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name == "OpenStackAdapter":
         from nodepool_ng.drivers.openstack import adapter
 
-        return getattr(adapter, name)
+        return adapter.OpenStackAdapter
+    if name == "load_cloud_region":
+        from nodepool_ng.drivers.openstack import sdk
+
+        return sdk.load_cloud_region
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
