@@ -6,7 +6,7 @@ e.g. `providers[0].pools[1].labels[2].diskimage: unknown diskimage 'base'`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nodepool_ng.config import inherit
@@ -88,31 +88,57 @@ def _diskimage_ref_error(name: str, diskimages: Mapping[str, bool]) -> str | Non
     return None
 
 
+ItemCheck = Callable[[str, Raw], Errors]  # (the item's path, the item) -> its errors
+
+
+def _no_check(path: str, item: Raw) -> Errors:
+    return []
+
+
 def check_references(index: int, provider: Raw, raw: Raw) -> Errors:
     """What every driver's provider needs of its names (for drivers whose pools list
     `labels` and which may have `diskimages` / `cloud-images`): no duplicate pools, pool
     labels, diskimages or cloud-images; pool labels are in `labels`; provider diskimages
     name buildable top-level diskimages."""
+    return _walk_provider(index, provider, raw)
+
+
+def _walk_provider(
+    index: int,
+    provider: Raw,
+    raw: Raw,
+    diskimage: ItemCheck = _no_check,
+    cloud_image: ItemCheck = _no_check,
+    pool: ItemCheck = _no_check,
+    label: ItemCheck = _no_check,
+) -> Errors:
+    """`check_references`, with the driver's own check of each item right after its names'
+    (so the errors stay in the order of the file)."""
     path = f"providers[{index}]"
     diskimages = _buildable_diskimages(raw)
-    labels = {label["name"] for label in raw.get("labels") or []}
+    labels = {raw_label["name"] for raw_label in raw.get("labels") or []}
     errors: Errors = []
     images = provider.get("diskimages") or []
     errors += _duplicates(images, f"{path}.diskimages", "diskimage")
     for j, image in enumerate(images):
         if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
             errors.append((f"{path}.diskimages[{j}].name", msg))
-    errors += _duplicates(provider.get("cloud-images") or [], f"{path}.cloud-images",
-                          "cloud-image")
+        errors += diskimage(f"{path}.diskimages[{j}]", image)
+    cloud_images = provider.get("cloud-images") or []
+    errors += _duplicates(cloud_images, f"{path}.cloud-images", "cloud-image")
+    for j, image in enumerate(cloud_images):
+        errors += cloud_image(f"{path}.cloud-images[{j}]", image)
     pools = provider.get("pools") or []
     errors += _duplicates(pools, f"{path}.pools", "pool")
-    for j, pool in enumerate(pools):
-        pool_labels = pool.get("labels") or []
+    for j, raw_pool in enumerate(pools):
+        errors += pool(f"{path}.pools[{j}]", raw_pool)
+        pool_labels = raw_pool.get("labels") or []
         errors += _duplicates(pool_labels, f"{path}.pools[{j}].labels", "label")
-        for k, label in enumerate(pool_labels):
-            if label["name"] not in labels:
+        for k, pool_label in enumerate(pool_labels):
+            if pool_label["name"] not in labels:
                 errors.append((f"{path}.pools[{j}].labels[{k}].name",
-                               f"unknown label {label['name']!r} (not in labels)"))
+                               f"unknown label {pool_label['name']!r} (not in labels)"))
+            errors += label(f"{path}.pools[{j}].labels[{k}]", pool_label)
     return errors
 
 
@@ -121,57 +147,38 @@ def check_provider(index: int, provider: Raw, raw: Raw) -> Errors:
     path = f"providers[{index}]"
     diskimages = _buildable_diskimages(raw)
     labels = {label["name"] for label in raw.get("labels") or []}
-    errors: Errors = []
-
-    provider_images = provider.get("diskimages") or []
-    errors += _duplicates(provider_images, f"{path}.diskimages", "diskimage")
-    for j, image in enumerate(provider_images):
-        if (msg := _diskimage_ref_error(image["name"], diskimages)) is not None:
-            errors.append((f"{path}.diskimages[{j}].name", msg))
-        meta = image.get("meta") or {}
-        if len(meta) > META_MAX_ITEMS or any(
-            len(k) > META_MAX_LEN or len(val) > META_MAX_LEN for k, val in meta.items()
-        ):
-            errors.append(
-                (
-                    f"{path}.diskimages[{j}].meta",
-                    f"at most {META_MAX_ITEMS} items of at most {META_MAX_LEN} characters",
-                )
-            )
-
-    cloud_images = provider.get("cloud-images") or []
-    errors += _duplicates(cloud_images, f"{path}.cloud-images", "cloud-image")
-    for j, image in enumerate(cloud_images):
-        if "image-id" in image and "image-name" in image:
-            errors.append(
-                (
-                    f"{path}.cloud-images[{j}].image-name",
-                    "image-id and image-name are mutually exclusive",
-                )
-            )
-
-    provider_image_names = {image["name"] for image in provider_images}
-    cloud_image_names = {image["name"] for image in cloud_images}
-    pools = provider.get("pools") or []
-    errors += _duplicates(pools, f"{path}.pools", "pool")
+    provider_images = {image["name"] for image in provider.get("diskimages") or []}
+    cloud_images = {image["name"] for image in provider.get("cloud-images") or []}
     seen_hosts: dict[tuple[str, str, int], str] = {}
-    for j, pool in enumerate(pools):
+
+    def pool(pool_path: str, pool: Raw) -> Errors:
+        errors: Errors = []
         for k, node in enumerate(pool.get("nodes") or []):
-            errors += _check_static_node(f"{path}.pools[{j}].nodes[{k}]", node, labels,
-                                         seen_hosts)
-        pool_labels = pool.get("labels") or []
-        errors += _duplicates(pool_labels, f"{path}.pools[{j}].labels", "label")
-        for k, label in enumerate(pool_labels):
-            errors += _check_pool_label(
-                f"{path}.pools[{j}].labels[{k}]",
-                label,
-                labels,
-                diskimages,
-                provider_image_names,
-                cloud_image_names,
-                path,
-            )
-    return errors
+            errors += _check_static_node(f"{pool_path}.nodes[{k}]", node, labels, seen_hosts)
+        return errors
+
+    def label(label_path: str, label: Raw) -> Errors:
+        return _check_pool_label(label_path, label, diskimages, provider_images, cloud_images,
+                                 path)
+
+    return _walk_provider(index, provider, raw, diskimage=_check_image_meta,
+                          cloud_image=_check_cloud_image, pool=pool, label=label)
+
+
+def _check_image_meta(path: str, image: Raw) -> Errors:
+    meta = image.get("meta") or {}
+    if len(meta) > META_MAX_ITEMS or any(
+        len(k) > META_MAX_LEN or len(val) > META_MAX_LEN for k, val in meta.items()
+    ):
+        return [(f"{path}.meta",
+                 f"at most {META_MAX_ITEMS} items of at most {META_MAX_LEN} characters")]
+    return []
+
+
+def _check_cloud_image(path: str, image: Raw) -> Errors:
+    if "image-id" in image and "image-name" in image:
+        return [(f"{path}.image-name", "image-id and image-name are mutually exclusive")]
+    return []
 
 
 def _check_static_node(
@@ -201,15 +208,13 @@ def _check_static_node(
 def _check_pool_label(
     path: str,
     label: Raw,
-    labels: set[str],
     diskimages: Mapping[str, bool],
     provider_images: set[str],
     cloud_images: set[str],
     provider_path: str,
 ) -> Errors:
+    """What an OpenStack pool label needs besides a known name."""
     errors: Errors = []
-    if label["name"] not in labels:
-        errors.append((f"{path}.name", f"unknown label {label['name']!r} (not in labels)"))
     has_diskimage, has_cloud_image = "diskimage" in label, "cloud-image" in label
     if has_diskimage and has_cloud_image:
         errors.append((f"{path}.cloud-image", "diskimage and cloud-image are mutually exclusive"))
