@@ -80,11 +80,8 @@ ZOOKEEPER_SERVER = {
     "chroot": str,
 }
 
-ZOOKEEPER_TLS = {
-    v.Required("cert"): str,
-    v.Required("key"): str,
-    v.Required("ca"): str,
-}
+# Client certificate, its key and the CA: all three file paths, or no zookeeper-tls.
+ZOOKEEPER_TLS = {v.Required(name): str for name in ("cert", "key", "ca")}
 
 
 def _port(value: Any) -> int:
