@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from nodepool_ng.builder import dib, formats, policy
@@ -67,16 +67,7 @@ class BuildWorker(Worker):
         required = self.ctx.required_formats(config, image)
         if image.pause or not required or store.is_paused(image.name):
             return None
-        requested = store.build_requested_at(image.name) is not None
-        builds = store.builds(image.name)
-        if not policy.build_reason(
-            builds,
-            required,
-            image.rebuild_age,
-            time.time(),
-            requested,
-            self.pending_formats(config, image, builds),
-        ):
+        if not self._build_reason(config, image, required)[0]:
             return None
         try:
             lock = store.lock_image_builds(image.name)
@@ -84,16 +75,7 @@ class BuildWorker(Worker):
             return None  # another builder is on it
         try:
             # Double check under the lock: another builder may have just finished.
-            requested = store.build_requested_at(image.name) is not None
-            builds = store.builds(image.name)
-            reason = policy.build_reason(
-                builds,
-                required,
-                image.rebuild_age,
-                time.time(),
-                requested,
-                self.pending_formats(config, image, builds),
-            )
+            reason, requested = self._build_reason(config, image, required)
             if not reason:
                 return None
             log.info("Building image %s: %s", image.name, reason)
@@ -105,6 +87,18 @@ class BuildWorker(Worker):
         if self.on_build_done is not None:
             self.on_build_done(outcome)
         return outcome
+
+    def _build_reason(
+        self, config: Config, image: DiskImageConfig, required: Iterable[str]
+    ) -> tuple[str | None, bool]:
+        """Why `image` needs a build now (policy.build_reason on fresh reads) or None, and
+        whether a build was requested (`nodepool image-build`)."""
+        store = self.ctx.images
+        requested = store.build_requested_at(image.name) is not None
+        builds = store.builds(image.name)
+        reason = policy.build_reason(builds, required, image.rebuild_age, time.time(),
+                                     requested, self.pending_formats(config, image, builds))
+        return reason, requested
 
     def pending_formats(
         self, config: Config, image: DiskImageConfig, builds: list[ImageBuild]
