@@ -16,19 +16,12 @@ from typing import Any
 from nodepool_ng import __version__
 from nodepool_ng.cmd import admin_images, admin_nodes
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
-from nodepool_ng.runtime.daemon import (
-    LogLevels,
-    StartError,
-    add_config_options,
-    add_logging_options,
-    fail,
-    setup_logging,
-)
+from nodepool_ng.runtime import daemon
 from nodepool_ng.znode_names import znode_name_problem
 
 PROG = "nodepool"
 # The CLI's own output is its tables: warnings only, and kazoo's connection chatter hidden.
-LOG_LEVELS = LogLevels(logging.WARNING, ("kazoo",), logging.ERROR, None)
+LOG_LEVELS = daemon.LogLevels(logging.WARNING, ("kazoo",), logging.ERROR, None)
 
 log = logging.getLogger("nodepool_ng.cmd.admin")
 
@@ -54,8 +47,8 @@ def _add(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Nodepool admin commands.")
-    add_config_options(parser)
-    add_logging_options(parser, debug_flag="--debug")  # --debug also shows tracebacks
+    daemon.add_config_options(parser)
+    daemon.add_logging_options(parser, debug_flag="--debug")  # --debug also shows tracebacks
     parser.add_argument("--json", action="store_true", help="JSON output instead of tables")
     parser.add_argument(
         "--clouds-yaml", help="clouds.yaml for commands that talk to clouds (delete --now, ...)"
@@ -115,11 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)
-        return fail(PROG, "a command is required")
+        return daemon.fail(PROG, "a command is required")
     try:
-        setup_logging(args, LOG_LEVELS)
-    except StartError as e:
-        return fail(PROG, e)
+        daemon.setup_logging(args, LOG_LEVELS)
+    except daemon.StartError as e:
+        return daemon.fail(PROG, e)
     ctx = AdminContext(args.config, args.secure, as_json=args.json, clouds_yaml=args.clouds_yaml)
     try:
         _check_znode_names(args)
@@ -148,7 +141,7 @@ def _check_znode_names(args: argparse.Namespace) -> None:
 def _fail(args: argparse.Namespace, message: str) -> None:
     if args.debug:
         traceback.print_exc()
-    fail(PROG, message)
+    daemon.fail(PROG, message)
 
 
 if __name__ == "__main__":

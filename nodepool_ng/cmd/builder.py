@@ -21,25 +21,16 @@ from nodepool_ng import __version__
 from nodepool_ng.builder.service import Builder, BuilderTiming
 from nodepool_ng.cmd.startup import config_problem
 from nodepool_ng.errors import NodepoolError
-from nodepool_ng.runtime import install_signal_handlers
-from nodepool_ng.runtime.daemon import (
-    LIBRARY_LOGGERS,
-    LogLevels,
-    StartError,
-    add_daemon_options,
-    detach,
-    fail,
-    pidfile,
-    setup_logging,
-)
+from nodepool_ng.runtime import daemon, install_signal_handlers
 
 PROG = "nodepool-builder"
-LOG_LEVELS = LogLevels(logging.INFO, LIBRARY_LOGGERS, logging.WARNING, logging.INFO)
+LOG_LEVELS = daemon.LogLevels(logging.INFO, daemon.LIBRARY_LOGGERS, logging.WARNING,
+                              logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Nodepool image builder.")
-    add_daemon_options(p)
+    daemon.add_daemon_options(p)
     p.add_argument("--build-workers", type=int, default=1, help="build threads (default 1)")
     p.add_argument("--upload-workers", type=int, default=4, help="upload threads (default 4)")
     # Check intervals in seconds (upstream hard-codes 10/10/60); tests shorten them.
@@ -62,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upload_retry_base=args.upload_retry_base,
     )
     try:
-        setup_logging(args, LOG_LEVELS)
+        daemon.setup_logging(args, LOG_LEVELS)
         builder = Builder(
             args.config,
             args.secure,
@@ -75,12 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is None and not config.images_dir:
             problem = f"{args.config}: images-dir: required by nodepool-builder"
         if problem is not None:
-            raise StartError(problem)
+            raise daemon.StartError(problem)
         # Relative images-dir and elements-dir are relative to the working directory: keep it.
-        detach(PROG, args, workdir=None)
-    except (StartError, NodepoolError) as e:
-        return fail(PROG, e)
-    with pidfile(args.pidfile):
+        daemon.detach(PROG, args, workdir=None)
+    except (daemon.StartError, NodepoolError) as e:
+        return daemon.fail(PROG, e)
+    with daemon.pidfile(args.pidfile):
         return _run(builder)
 
 
@@ -91,7 +82,7 @@ def _run(builder: Builder) -> int:
     except NodepoolError as e:
         logging.getLogger("nodepool_ng.builder").error("Cannot start: %s", e)
         builder.stop()
-        return fail(PROG, e)
+        return daemon.fail(PROG, e)
     try:
         while not builder.wait(1.0):
             pass

@@ -19,16 +19,7 @@ from typing import TYPE_CHECKING
 
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
 from nodepool_ng.errors import NodepoolError
-from nodepool_ng.runtime.daemon import (
-    LIBRARY_LOGGERS,
-    LogLevels,
-    StartError,
-    add_daemon_options,
-    detach,
-    fail,
-    pidfile,
-    setup_logging,
-)
+from nodepool_ng.runtime import daemon
 from nodepool_ng.runtime.signals import install_signal_handlers
 
 if TYPE_CHECKING:
@@ -37,12 +28,13 @@ if TYPE_CHECKING:
 
 PROG = "nodepool-launcher"
 log = logging.getLogger("nodepool_ng.cmd.launcher")
-LOG_LEVELS = LogLevels(logging.INFO, LIBRARY_LOGGERS, logging.WARNING, logging.WARNING)
+LOG_LEVELS = daemon.LogLevels(logging.INFO, daemon.LIBRARY_LOGGERS, logging.WARNING,
+                              logging.WARNING)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    add_daemon_options(parser)
+    daemon.add_daemon_options(parser)
     parser.add_argument("--no-webapp", action="store_true", help="do not start the webapp")
     parser.add_argument("--clouds-yaml", default=None, help="explicit clouds.yaml path")
     parser.add_argument(
@@ -60,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nodepool_ng.launcher.service import Launcher, LauncherOptions
 
     try:
-        setup_logging(args, LOG_LEVELS)
+        daemon.setup_logging(args, LOG_LEVELS)
         options = LauncherOptions(
             clouds_yaml=args.clouds_yaml,
             providers=frozenset(args.providers) if args.providers else None,
@@ -70,11 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = config_problem(launcher.config, args.config) or clouds_yaml_problem(
             args.clouds_yaml)
         if problem is not None:
-            raise StartError(problem)
-        detach(PROG, args)
-    except (StartError, NodepoolError, OSError) as e:
-        return fail(PROG, e)
-    with pidfile(args.pidfile):
+            raise daemon.StartError(problem)
+        daemon.detach(PROG, args)
+    except (daemon.StartError, NodepoolError, OSError) as e:
+        return daemon.fail(PROG, e)
+    with daemon.pidfile(args.pidfile):
         return _run(launcher, args)
 
 
@@ -88,7 +80,7 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
         launcher.start()
     except NodepoolError as e:
         log.error("Could not start: %s", e)
-        return fail(PROG, e)
+        return daemon.fail(PROG, e)
     not_started = providers_not_started(launcher)
     if not_started:
         # Running on with nothing to launch would look healthy while serving nothing.
@@ -96,7 +88,7 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
                    "(the log says why for each)")
         log.error("%s; stopping", message)
         launcher.stop()
-        return fail(PROG, message)
+        return daemon.fail(PROG, message)
     webapp = None if args.no_webapp else _start_webapp(launcher)
     try:
         while not launcher.wait(1.0):

@@ -20,14 +20,14 @@ import sys
 import threading
 from typing import Any
 
-from nodepool_ng.runtime.daemon import LogLevels, fail, setup_logging
+from nodepool_ng.runtime import daemon
 from nodepool_ng.runtime.signals import install_signal_handlers
 from nodepool_ng.simcloud.client import AdminClient, AdminError
 from nodepool_ng.simcloud.profile import ProfileError, load_profile_file
 from nodepool_ng.simcloud.service import SimCloudService
 
 PROG = "nodepool-simcloud"
-LOG_LEVELS = LogLevels(logging.WARNING)
+LOG_LEVELS = daemon.LogLevels(logging.WARNING)
 INSPECT = ("servers", "ports", "floating-ips", "images", "networks", "summary", "stats",
            "faults")
 
@@ -36,13 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         profiles = load_profile_file(args.config)
     except ProfileError as e:
-        fail(PROG, f"{args.config}: {e}")
+        daemon.fail(PROG, f"{args.config}: {e}")
         return 2
     try:
         service = SimCloudService(profiles, listen=args.listen)
         service.start()
     except (ValueError, OSError) as e:
-        return fail(PROG, f"cannot listen: {e}")
+        return daemon.fail(PROG, f"cannot listen: {e}")
     stop = threading.Event()
     install_signal_handlers(stop.set)
     try:
@@ -72,7 +72,7 @@ def _faults(args: argparse.Namespace) -> int:
         try:
             rates[service] = float(rate)
         except ValueError:
-            fail(PROG, f"--error-rate {item}: expected SERVICE=RATE")
+            daemon.fail(PROG, f"--error-rate {item}: expected SERVICE=RATE")
             return 2
     result = AdminClient(args.url).set_faults(
         error_rate=rates or None, server_error_rate=args.server_error_rate,
@@ -104,17 +104,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    setup_logging(args, LOG_LEVELS)
+    daemon.setup_logging(args, LOG_LEVELS)
     try:
         if args.command == "inspect":
             return _inspect(args)
         if args.command == "faults":
             return _faults(args)
     except AdminError as e:
-        return fail(PROG, e)
+        return daemon.fail(PROG, e)
     if not args.config or not args.clouds_yaml:
         p.print_usage(sys.stderr)
-        fail(PROG, "--config and --clouds-yaml are required to serve")
+        daemon.fail(PROG, "--config and --clouds-yaml are required to serve")
         return 2
     return _serve(args)
 
