@@ -149,7 +149,10 @@ def read_uploads(kazoo: Any, provider: str | None = None, image: str = "debian")
         providers = _children(kazoo, paths.build_providers_path(image, bid))
         for prov in providers if provider is None else [p for p in providers if p == provider]:
             for uid in _children(kazoo, paths.uploads_path(image, bid, prov)):
-                data = _read(kazoo, paths.upload_path(image, bid, prov, uid))
+                path = paths.upload_path(image, bid, prov, uid)
+                data = _read(kazoo, path)
                 if data is not None:
-                    out.append(ImageUpload.from_dict(image, bid, prov, uid, data))
+                    upload = ImageUpload.from_dict(image, bid, prov, uid, data)
+                    upload.path = path  # the store sets it; the model knows no paths
+                    out.append(upload)
     return sorted(out, key=lambda u: u.state_time or 0)
