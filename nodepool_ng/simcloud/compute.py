@@ -8,10 +8,9 @@ server, >= 2.36 removes the os-floating-ips proxy API (404).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from nodepool_ng.simcloud.http import ApiError, Request, Response, Service
+from nodepool_ng.simcloud.http import ApiError, Request, Response, RouteGroup, Service
 from nodepool_ng.simcloud.state import CloudState, Server
 
 MIN_VERSION = (2, 1)
@@ -153,30 +152,10 @@ class ComputeService(Service):
         return self.respond(req, 200, {"availabilityZoneInfo": [zone]})
 
 
-_ROUTE = "_simcloud_compute_route"
-RouteHandler = TypeVar("RouteHandler", bound=Callable[..., Response])
-
-
-def handles(method: str, pattern: str) -> Callable[[RouteHandler], RouteHandler]:
-    """Mark a `ComputeRoutes` method as the handler of `method` requests on `pattern`."""
-
-    def mark(func: RouteHandler) -> RouteHandler:
-        setattr(func, _ROUTE, (method, pattern))
-        return func
-
-    return mark
-
-
-class ComputeRoutes:
+class ComputeRoutes(RouteGroup):
     """A group of routes added to a `ComputeService` (servers, metadata, extras): its
-    handlers answer with the service's microversion headers and error bodies. Each handler
-    is marked with `@handles(method, pattern)`; they are routed in the order they are
-    defined (`/servers(/detail)?` before `/servers/([^/]+)`)."""
+    handlers answer with the service's microversion headers and error bodies."""
 
     def __init__(self, compute: ComputeService) -> None:
         self.c = compute
-        for attr in vars(type(self)).values():
-            route = getattr(attr, _ROUTE, None)
-            if route is not None:
-                method, pattern = route
-                compute.route(method, pattern, getattr(self, attr.__name__))
+        super().__init__(compute)

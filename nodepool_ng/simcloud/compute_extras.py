@@ -12,8 +12,8 @@ import io
 import time
 from typing import Any
 
-from nodepool_ng.simcloud.compute import ComputeRoutes, handles
-from nodepool_ng.simcloud.http import Request, Response
+from nodepool_ng.simcloud.compute import ComputeRoutes
+from nodepool_ng.simcloud.http import Request, Response, handles
 from nodepool_ng.simcloud.state import FloatingIP, Keypair, iso, new_id
 
 POOL = "public"

@@ -10,8 +10,8 @@ import re
 import time
 from typing import Any
 
-from nodepool_ng.simcloud.compute import ComputeRoutes, handles
-from nodepool_ng.simcloud.http import Request, Response
+from nodepool_ng.simcloud.compute import ComputeRoutes
+from nodepool_ng.simcloud.http import Request, Response, handles
 from nodepool_ng.simcloud.state import CloudState, Network, Port, Server, iso, new_id
 
 MAX_PAGE = 1000

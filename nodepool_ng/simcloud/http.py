@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from nodepool_ng.simcloud.state import CloudState
@@ -107,6 +107,34 @@ class Service:
         if allowed:
             raise self.error(405, f"The method {method} is not allowed for {path or '/'}")
         return None
+
+
+_ROUTE = "_simcloud_route"
+RouteHandler = TypeVar("RouteHandler", bound=Callable[..., Response])
+
+
+def handles(method: str, pattern: str) -> Callable[[RouteHandler], RouteHandler]:
+    """Mark a `RouteGroup` method as the handler of `method` requests on `pattern`."""
+
+    def mark(func: RouteHandler) -> RouteHandler:
+        setattr(func, _ROUTE, (method, pattern))
+        return func
+
+    return mark
+
+
+class RouteGroup:
+    """Routes of one noun of a large API (servers, floating IPs, image tasks), kept apart
+    from their `Service`, which answers them (error bodies, headers). Each handler is marked
+    with `@handles(method, pattern)`; they are routed in the order they are defined (so
+    `/servers(/detail)?` before `/servers/([^/]+)`)."""
+
+    def __init__(self, service: Service) -> None:
+        for attr in vars(type(self)).values():
+            route = getattr(attr, _ROUTE, None)
+            if route is not None:
+                method, pattern = route
+                service.route(method, pattern, getattr(self, attr.__name__))
 
 
 def _encode(resp: Response) -> tuple[bytes, str]:

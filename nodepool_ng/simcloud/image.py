@@ -1,4 +1,5 @@
-"""Image v2 (glance): images, data upload by PUT, tags, and the task-import flow.
+"""Image v2 (glance): images, data upload by PUT, tags; the task-import flow is in
+`image_tasks.py`.
 
 A cloud accepts only its profile's `image_formats`: creating an image in another disk format
 is a 400. Task import (`POST /v2/tasks`, type `import`) reads the object from the cloud's
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 from nodepool_ng.simcloud.http import ApiError, Request, Response, Service
-from nodepool_ng.simcloud.state import CloudState, Image, Task, iso, new_id
+from nodepool_ng.simcloud.state import CloudState, Image, iso, new_id
 
 CONTAINER_FORMATS = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker", "compressed")
 IMPORT_METHODS = "glance-direct,web-download"
@@ -43,6 +44,16 @@ def detect_format(data: bytes) -> str:
     return "raw"
 
 
+def store_image_data(state: CloudState, img: Image, data: bytes) -> None:
+    """`img`'s data (its size and checksums with it): the image is active."""
+    state.image_data[img.id] = data
+    img.size = len(data)
+    img.checksum = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    img.hash_value = hashlib.sha512(data).hexdigest()
+    img.status = "active"
+    img.updated = time.time()
+
+
 class ImageService(Service):
     name = "image"
     prefix = "/image"
@@ -59,10 +70,6 @@ class ImageService(Service):
         self.route("GET", "/v2/images/([^/]+)/file", self.download)
         self.route("PUT", "/v2/images/([^/]+)/tags/([^/]+)", self.add_tag)
         self.route("DELETE", "/v2/images/([^/]+)/tags/([^/]+)", self.delete_tag)
-        self.route("GET", "/v2/info/import", self.import_info)
-        self.route("POST", "/v2/tasks", self.create_task)
-        self.route("GET", "/v2/tasks", self.list_tasks)
-        self.route("GET", "/v2/tasks/([^/]+)", self.show_task)
 
     def error(self, status: int, message: str) -> ApiError:
         reason = f"{status} {_REASONS.get(status, 'Error')}"
@@ -255,17 +262,8 @@ class ImageService(Service):
             if found != "raw" and found != img.disk_format:
                 raise self.error(400, f"Image content is {found}, not the declared "
                                       f"disk_format {img.disk_format}")
-            self.store(state, img, req.body)
+            store_image_data(state, img, req.body)
         return Response(204, None)
-
-    @staticmethod
-    def store(state: CloudState, img: Image, data: bytes) -> None:
-        state.image_data[img.id] = data
-        img.size = len(data)
-        img.checksum = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        img.hash_value = hashlib.sha512(data).hexdigest()
-        img.status = "active"
-        img.updated = time.time()
 
     def download(self, req: Request) -> Response:
         with req.state.lock:
@@ -290,69 +288,3 @@ class ImageService(Service):
                 raise self.error(404, f"Tag {req.params[1]} not found")
             img.tags.remove(req.params[1])
         return Response(204, None)
-
-    def import_info(self, req: Request) -> Response:
-        return Response(200, {"import-methods": {
-            "description": "Import methods available.", "type": "array",
-            "value": IMPORT_METHODS.split(",")}})
-
-    # --- tasks ----------------------------------------------------------------------------
-
-    def task_view(self, task: Task) -> dict[str, Any]:
-        return {"id": task.id, "type": task.type, "status": task.status,
-                "input": task.input, "result": task.result, "message": task.message,
-                "owner": "", "created_at": iso(task.created), "updated_at": iso(task.created),
-                "expires_at": None, "self": f"/v2/tasks/{task.id}",
-                "schema": "/v2/schemas/task"}
-
-    def create_task(self, req: Request) -> Response:
-        body = req.json()
-        if not isinstance(body, dict) or body.get("type") != "import":
-            raise self.error(400, "Task type must be 'import'")
-        task_input = body.get("input")
-        if not isinstance(task_input, dict) or not isinstance(
-                task_input.get("import_from"), str):
-            raise self.error(400, "Task input must contain 'import_from'")
-        state = req.state
-        if state.profile.image_upload != "task":
-            raise self.error(403, "Image import tasks are not enabled on this cloud")
-        task = Task(new_id(), "import", task_input, time.time())
-        with state.lock:
-            self._run_import(state, task)
-            state.tasks[task.id] = task
-            view = self.task_view(task)
-        view["status"] = "pending"  # the import has not "started" yet from the client's view
-        return Response(201, view)
-
-    def _run_import(self, state: CloudState, task: Task) -> None:
-        container, _, name = task.input["import_from"].partition("/")
-        stored = state.objects.get(container, {}).get(name)
-        if stored is None:
-            task.status, task.message = "failure", f"Object {container}/{name} not found"
-            return
-        data = stored[0]
-        found = detect_format(data)
-        if found not in state.profile.image_formats:
-            task.status = "failure"
-            task.message = (f"Image import failed: disk format {found} is not accepted by "
-                            f"this cloud (accepts {', '.join(state.profile.image_formats)})")
-            return
-        props = task.input.get("image_properties") or {}
-        now = time.time()
-        img = Image(new_id(), str(props.get("name") or name), now, disk_format=found,
-                    container_format="bare", updated=now)
-        self.store(state, img, data)
-        state.images[img.id] = img
-        task.status, task.result = "success", {"image_id": img.id}
-
-    def list_tasks(self, req: Request) -> Response:
-        with req.state.lock:
-            tasks = [self.task_view(t) for t in req.state.tasks.values()]
-        return Response(200, {"tasks": tasks, "schema": "/v2/schemas/tasks"})
-
-    def show_task(self, req: Request) -> Response:
-        with req.state.lock:
-            task = req.state.tasks.get(req.params[0])
-            if task is None:
-                raise self.error(404, f"Task with identifier {req.params[0]} not found")
-            return Response(200, self.task_view(task))

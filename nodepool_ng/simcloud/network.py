@@ -1,4 +1,5 @@
-"""Network v2.0 (neutron): networks, subnets, ports, floating IPs, routers, security groups.
+"""Network v2.0 (neutron): networks, subnets, ports, routers, security groups; floating IPs
+are listed here and changed in `network_fips.py`.
 
 Served only by clouds whose address model has a network service. Errors use neutron's
 `{"NeutronError": {"type", "message", "detail"}}` body.
@@ -10,7 +11,7 @@ import time
 from typing import Any
 
 from nodepool_ng.simcloud.http import ApiError, Request, Response, Service
-from nodepool_ng.simcloud.state import CloudState, FloatingIP, Network, Port, iso, new_id
+from nodepool_ng.simcloud.state import CloudState, FloatingIP, Network, Port, iso
 
 _TYPES = {400: "HTTPBadRequest", 401: "HTTPUnauthorized", 403: "HTTPForbidden",
           404: "HTTPNotFound", 405: "HTTPMethodNotAllowed", 409: "HTTPConflict",
@@ -45,9 +46,6 @@ class NetworkService(Service):
         self.route("POST", "/v2.0/ports", self.create_port)
         self.route("PUT", "/v2.0/ports/([^/]+)", self.update_port)
         self.route("DELETE", "/v2.0/ports/([^/]+)", self.delete_port)
-        self.route("POST", "/v2.0/floatingips", self.create_fip)
-        self.route("PUT", "/v2.0/floatingips/([^/]+)", self.update_fip)
-        self.route("DELETE", "/v2.0/floatingips/([^/]+)", self.delete_fip)
 
     def error(self, status: int, message: str, kind: str | None = None) -> ApiError:
         return ApiError(status, {"NeutronError": {
@@ -156,7 +154,7 @@ class NetworkService(Service):
             return Response(200, {key: view})
         return handler
 
-    def _network(self, state: CloudState, network_id: Any) -> Network:
+    def find_network(self, state: CloudState, network_id: Any) -> Network:
         """A network this project sees, or neutron's 404."""
         net = state.networks.get(str(network_id))
         if net is None or not net.api_visible:
@@ -169,7 +167,7 @@ class NetworkService(Service):
         body = req.json_object("port")
         state = req.state
         with state.lock:
-            net = self._network(state, body.get("network_id"))
+            net = self.find_network(state, body.get("network_id"))
             port = state.create_port(net, name=str(body.get("name") or ""))
             if port is None:
                 raise self.error(409, f"No more IP addresses available on network {net.id}.",
@@ -179,7 +177,7 @@ class NetworkService(Service):
             view = self.port_view(state, port, time.time())
         return Response(201, {"port": view})
 
-    def _port(self, state: CloudState, port_id: str) -> Port:
+    def find_port(self, state: CloudState, port_id: str) -> Port:
         port = state.ports.get(port_id)
         if port is None:
             raise self.error(404, f"Port {port_id} could not be found.", "PortNotFound")
@@ -188,7 +186,7 @@ class NetworkService(Service):
     def update_port(self, req: Request) -> Response:
         body = req.json_object("port")
         with req.state.lock:
-            port = self._port(req.state, req.params[0])
+            port = self.find_port(req.state, req.params[0])
             for field in ("name", "device_id", "device_owner"):
                 if field in body:
                     setattr(port, field, str(body[field] or ""))
@@ -198,76 +196,9 @@ class NetworkService(Service):
     def delete_port(self, req: Request) -> Response:
         state = req.state
         with state.lock:
-            port = self._port(state, req.params[0])
+            port = self.find_port(state, req.params[0])
             server = state.servers.get(port.device_id)
             if server is not None and port.id in server.port_ids:
                 server.port_ids.remove(port.id)
             state.delete_port(port.id)
-        return Response(204, None)
-
-    # --- floating IPs ---------------------------------------------------------------------
-
-    def _associate(self, state: CloudState, fip: FloatingIP, port_id: Any,
-                   fixed: Any) -> None:
-        if port_id is None:
-            fip.port_id = fip.fixed_ip = None
-            return
-        port = self._port(state, str(port_id))
-        net = state.networks[port.network_id]
-        if net.router_external:
-            raise self.error(404, f"External network {fip.network_id} is not reachable from "
-                                  f"subnet {net.subnet_id}.",
-                             "ExternalGatewayForFloatingIPNotFound")
-        if fixed not in (None, port.ip):
-            raise self.error(400, f"Port {port.id} does not have fixed ip {fixed}")
-        for other in state.floating_ips.values():
-            if other.port_id == port.id and other.id != fip.id:
-                raise self.error(409, f"Cannot associate floating IP {fip.address} with port "
-                                      f"{port.id}: it already has floating IP "
-                                      f"{other.address}.", "FloatingIPPortAlreadyAssociated")
-        fip.port_id, fip.fixed_ip = port.id, port.ip
-
-    def create_fip(self, req: Request) -> Response:
-        body = req.json_object("floatingip")
-        state = req.state
-        with state.lock:
-            net = self._network(state, body.get("floating_network_id"))
-            if not net.router_external:
-                raise self.error(400, f"Bad floatingip request: Network {net.id} is not a "
-                                      "valid external network.", "BadRequest")
-            address = state.public_pool.allocate()
-            if address is None:
-                raise self.error(409, f"No more IP addresses available on network {net.id}.",
-                                 "IpAddressGenerationFailure")
-            fip = FloatingIP(new_id(), address, net.id, time.time())
-            try:
-                self._associate(state, fip, body.get("port_id"), body.get("fixed_ip_address"))
-            except ApiError:
-                state.public_pool.release(address)
-                raise
-            state.floating_ips[fip.id] = fip
-            view = self.fip_view(state, fip)
-        return Response(201, {"floatingip": view})
-
-    def _fip(self, state: CloudState, fip_id: str) -> FloatingIP:
-        fip = state.floating_ips.get(fip_id)
-        if fip is None or fip.nova:
-            raise self.error(404, f"Floating IP {fip_id} could not be found.",
-                             "FloatingIPNotFound")
-        return fip
-
-    def update_fip(self, req: Request) -> Response:
-        body = req.json_object("floatingip")
-        with req.state.lock:
-            fip = self._fip(req.state, req.params[0])
-            if "port_id" in body:
-                self._associate(req.state, fip, body["port_id"], body.get("fixed_ip_address"))
-            view = self.fip_view(req.state, fip)
-        return Response(200, {"floatingip": view})
-
-    def delete_fip(self, req: Request) -> Response:
-        with req.state.lock:
-            fip = self._fip(req.state, req.params[0])
-            del req.state.floating_ips[fip.id]
-            req.state.public_pool.release(fip.address)
         return Response(204, None)

@@ -14,7 +14,9 @@ from nodepool_ng.simcloud.compute_servers import ServerMetadataRoutes, ServerRou
 from nodepool_ng.simcloud.http import CloudHTTPServer, Service, serve_in_thread
 from nodepool_ng.simcloud.identity import IdentityService
 from nodepool_ng.simcloud.image import ImageService
+from nodepool_ng.simcloud.image_tasks import ImageTaskRoutes
 from nodepool_ng.simcloud.network import NetworkService
+from nodepool_ng.simcloud.network_fips import FloatingIPRoutes
 from nodepool_ng.simcloud.objectstore import ObjectStoreService
 from nodepool_ng.simcloud.profile import CloudProfile
 from nodepool_ng.simcloud.state import CloudState
@@ -26,10 +28,14 @@ def services_for(state: CloudState) -> list[Service]:
     compute = ComputeService(state)
     for routes in (ServerRoutes, ServerMetadataRoutes, ComputeExtras):
         routes(compute)
-    services: list[Service] = [IdentityService(), compute, ImageService(), VolumeService(),
+    images = ImageService()
+    ImageTaskRoutes(images)
+    services: list[Service] = [IdentityService(), compute, images, VolumeService(),
                                AdminService()]
     if state.profile.has_network_api:
-        services.append(NetworkService())
+        network = NetworkService()
+        FloatingIPRoutes(network)
+        services.append(network)
     if state.profile.image_upload == "task":
         services.append(ObjectStoreService())
     return services
