@@ -350,17 +350,19 @@ def test_planned_host_taken_meanwhile_gives_the_request_back(
     env.start([static_provider(host(server, ["small"]))])
     h.wait_for("registered", lambda: ready_nodes(kazoo_client))
     rid = h.submit_request(kazoo_client, ["small"])
-    states: list[str] = []
+    states: list[tuple[str, int]] = []  # (state, znode version)
 
     def seen(data: bytes | None, stat: Any) -> None:
         if data is not None:
-            states.append(json.loads(data)["state"])
+            states.append((json.loads(data)["state"], stat.version))
 
     kazoo_client.DataWatch(f"/nodepool/requests/{rid}", seen)
     h.wait_for("the race", lambda: locks)
-    # Accepted (pending), then given back (requested) rather than held by a paused pool.
-    h.wait_for("given back", lambda: "requested" in states[states.index("pending"):]
-               if "pending" in states else False)
+    # Accepted (pending), then given back (requested) rather than held by a paused pool. A
+    # watch may miss the short `pending` (it reads the znode after the event): `requested`
+    # at version 2 or later was written after it (created at 0; only our launcher writes).
+    h.wait_for("given back", lambda: any(
+        state == "requested" and version >= 2 for state, version in states))
     pools = kazoo_client.get_children("/nodepool/components/pool")
     assert not any(h.read(kazoo_client, f"/nodepool/components/pool/{p}")["paused"]
                    for p in pools)
