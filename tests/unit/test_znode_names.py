@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodepool_ng.cmd.znode_names import znode_name_problem
+from nodepool_ng.znode_names import znode_name_problem
 
 
 @pytest.mark.parametrize("name", ["0000000001", "debian-12", "cloud_1.example", "ü"])
