@@ -32,7 +32,7 @@ from typing import Any
 
 from nodepool_ng.builder import formats, policy, prune
 from nodepool_ng.builder.context import BuilderContext, ImageAdapter
-from nodepool_ng.builder.upload import CLOUD_KEY, REGION_KEY
+from nodepool_ng.builder.upload import CLOUD_KEY, DRIVER_KEY, REGION_KEY
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import META_BUILD_ID, META_PROVIDER_NAME, META_UPLOAD_ID
@@ -46,10 +46,6 @@ log = logging.getLogger("nodepool_ng.builder.cleanup")
 # Failed image deletes (one per pass) after which an upload of a provider gone from the config
 # is given up: its record is removed and the image named in the log.
 REMOVED_PROVIDER_ATTEMPTS = 5
-
-# Extra key of an upload record naming the provider's driver (records without it are
-# OpenStack's). builder/upload.py is to record it next to CLOUD_KEY.
-DRIVER_KEY = "driver"
 
 _BUILD_FILE = re.compile(r"^(?P<image>.+)-(?P<build>[0-9a-f]{32}|\d{10})(\.|$)")
 

@@ -31,6 +31,9 @@ log = logging.getLogger("nodepool_ng.builder.upload")
 
 # Extra keys of an upload record: the provider's clouds.yaml cloud and region.
 CLOUD_KEY = "cloud"
+# The provider's driver, so a removed provider's image adapter can be rebuilt (records
+# without it are OpenStack's).
+DRIVER_KEY = "driver"
 REGION_KEY = "region_name"
 # Extra key of an upload record: 1 for the first try of a build for a provider, then 2, ...
 ATTEMPT_KEY = "attempt"
@@ -239,6 +242,7 @@ class UploadWorker(Worker):
         # Where the image lives, so it can still be deleted if the provider leaves the config
         # (extra keys: upstream readers ignore them).
         record.extra[CLOUD_KEY] = provider.cloud
+        record.extra[DRIVER_KEY] = provider.driver
         # Which try of this build for this provider (`image-build --wait` shows it).
         record.extra[ATTEMPT_KEY] = attempt
         if provider.region_name:
