@@ -11,6 +11,7 @@ watch on each image's znode wakes the build workers when `request-build` appears
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -157,6 +158,10 @@ class Builder:
             UploadWorker(self.ctx, i, backoff, self.timing.upload_interval, self._on_upload_done)
             for i in range(self.num_upload_workers)
         ]
+        # A pass of these runs a whole build or upload, with timeouts of their own
+        # (build-timeout, image-upload-timeout): the watchdog only checks they are alive.
+        for long_job in [*self.build_workers, *self.upload_workers]:
+            long_job.max_pass = math.inf
         for worker in [self.cleanup_worker, *self.build_workers, *self.upload_workers]:
             worker.start()
         self._start_scheduler()
@@ -205,6 +210,13 @@ class Builder:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
+
+    def problem(self) -> str | None:
+        """What the watchdog must know beyond the workers: the scheduler (it drives the
+        periodic checks and the config reload) stopped running."""
+        if self._stopped.is_set() or self.scheduler is None or self.scheduler.running:
+            return None
+        return "the builder's scheduler is not running"
 
     # -- timing ----------------------------------------------------------------------------
     def _start_scheduler(self) -> None:

@@ -8,6 +8,9 @@ Without `-f` it detaches (double fork) after the config loaded, and logs to
 (`nodepool_ng.runtime.daemon`). SIGTERM/SIGINT stop it cleanly;
 SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2 dumps thread stacks. Errors are
 one line on stderr with exit status 1.
+
+Under systemd (`Type=notify`) it sends READY=1 once its workers run, and WATCHDOG=1 while
+its loops make progress (`nodepool_ng.runtime.watchdog`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from nodepool_ng import __version__
 from nodepool_ng.builder.service import Builder, BuilderTiming
 from nodepool_ng.cmd.startup import config_problem
 from nodepool_ng.errors import NodepoolError
-from nodepool_ng.runtime import daemon, install_signal_handlers
+from nodepool_ng.runtime import daemon, install_signal_handlers, sdnotify
+from nodepool_ng.runtime.watchdog import Watchdog
 
 PROG = "nodepool-builder"
 LOG_LEVELS = daemon.LogLevels(logging.INFO, daemon.LIBRARY_LOGGERS, logging.WARNING,
@@ -76,16 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(builder: Builder) -> int:
-    install_signal_handlers(builder.stop, reload=builder.reload_config)
+    def stop() -> None:
+        sdnotify.notify("STOPPING=1")
+        builder.stop()
+
+    install_signal_handlers(stop, reload=builder.reload_config)
     try:
         builder.start()
     except NodepoolError as e:
         logging.getLogger("nodepool_ng.builder").error("Cannot start: %s", e)
         builder.stop()
         return daemon.fail(PROG, e)
+    # start() returned with the build, upload and cleanup workers and the scheduler running.
+    sdnotify.notify("READY=1", f"STATUS={builder.num_build_workers} build, "
+                    f"{builder.num_upload_workers} upload workers")
     try:
-        while not builder.wait(1.0):
-            pass
+        Watchdog.from_environment([builder.problem]).run(builder.wait)
     finally:
         builder.stop()
     return 0

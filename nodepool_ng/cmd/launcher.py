@@ -7,6 +7,9 @@ config (`nodepool_ng.runtime.daemon`).
 SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the config now (`systemctl reload`); SIGUSR2
 dumps every thread's stack to the log. openstacksdk finds clouds.yaml as usual (e.g. env
 OS_CLIENT_CONFIG_FILE), or pass `--clouds-yaml`.
+
+Under systemd (`Type=notify`) it sends READY=1 once its pools are registered in ZooKeeper,
+and WATCHDOG=1 while its loops make progress (`nodepool_ng.runtime.watchdog`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import TYPE_CHECKING
 
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
 from nodepool_ng.errors import NodepoolError
-from nodepool_ng.runtime import daemon
+from nodepool_ng.runtime import daemon, sdnotify
 from nodepool_ng.runtime.signals import install_signal_handlers
+from nodepool_ng.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from nodepool_ng.launcher.service import Launcher
@@ -71,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(launcher: Launcher, args: argparse.Namespace) -> int:
-    install_signal_handlers(launcher.stop, reload=lambda: _check_config_now(launcher))
+    def stop() -> None:
+        sdnotify.notify("STOPPING=1")
+        launcher.stop()
+
+    install_signal_handlers(stop, reload=lambda: _check_config_now(launcher))
     # Every ZooKeeper reply is handed from kazoo's reader thread to a waiting worker; with
     # the default 5 ms switch interval, busy API threads make each hand-over (and so each
     # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
@@ -90,9 +98,10 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
         launcher.stop()
         return daemon.fail(PROG, message)
     webapp = None if args.no_webapp else _start_webapp(launcher)
+    # start() returned with every pool of our providers registered: requests are served.
+    sdnotify.notify("READY=1", f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
     try:
-        while not launcher.wait(1.0):
-            pass
+        Watchdog.from_environment().run(launcher.wait)
     finally:
         if webapp is not None:
             try:
