@@ -1,4 +1,5 @@
-"""The launcher's status web app (upstream's paths, text or JSON, 1 s cache).
+"""The launcher's web app: upstream's status paths (text or JSON, 1 s cache), Prometheus
+metrics and health checks. doc/web.md describes every endpoint.
 
     GET /node-list[?node_id=ID]  /request-list  /label-list
         /image-list  /dib-image-list  /image-status        text table, or JSON when the
@@ -6,6 +7,11 @@
                                                             or appends `.json` to the path
         ?fields=a,b                                         only these column keys
     GET /ready                                              200 `OK` once started, else 503
+    GET /metrics                                            Prometheus text format
+    GET /health/live                                        200 while the process serves
+    GET /health/ready                                       200 once started and the
+                                                            launcher's pools are registered
+                                                            (`ready_check`), else 503
 
 A parameter the app cannot use (a node_id that is not a znode name, an unknown column in
 `fields`) is answered 400 with `<parameter>: <why>` (JSON `{"error": ...}` for JSON
@@ -26,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from nodepool_ng import prometheus
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.output import render
 from nodepool_ng.status import Table
@@ -100,8 +107,18 @@ class _Cache:
         return body
 
 
+class NotConnected(NodepoolError):
+    """The status tables are asked for before the daemon has a ZooKeeper client."""
+
+
 class WebApp:
-    """Serves the status endpoints from a daemon thread; `ready` gates `/ready`."""
+    """Serves the endpoints from a daemon thread; `ready` gates `/ready` and `/health/ready`.
+
+    `zk_client` is a ZooKeeper client, or a callable returning one (None until the daemon
+    connected): the app may start before the daemon, so `/health/*` answer from the start.
+    `ready_check` (e.g. `launcher.ready.is_set`): `/health/ready` is 200 only once it says
+    True (the launcher's pools are registered); without it, once the app started.
+    """
 
     def __init__(
         self,
@@ -110,12 +127,15 @@ class WebApp:
         host: str = "0.0.0.0",
         port: int = 8005,
         source: StatusSource | None = None,
+        ready_check: Callable[[], bool] | None = None,
+        registry: Any = None,
     ) -> None:
-        if source is None:
-            from nodepool_ng.statusdata import ZooKeeperStatusSource
-
-            source = ZooKeeperStatusSource(zk_client, config_getter)
-        self.source = source
+        self._zk_client = zk_client
+        self._config_getter = config_getter
+        self._source = source
+        self._source_lock = threading.Lock()
+        self.ready_check = ready_check
+        self.registry = registry  # None: this process's (nodepool_ng.prometheus.REGISTRY)
         self.host = host
         self.port = port
         self.ready = False
@@ -140,6 +160,25 @@ class WebApp:
         self.ready = True
         log.info("Status web app listening on %s:%s", self.host, self.port)
 
+    @property
+    def source(self) -> StatusSource:
+        """The status tables' source, made on first use (NotConnected before a client)."""
+        with self._source_lock:
+            if self._source is None:
+                client = self._zk_client() if callable(self._zk_client) else self._zk_client
+                if client is None:
+                    raise NotConnected("not connected to ZooKeeper yet")
+                from nodepool_ng.statusdata import ZooKeeperStatusSource
+
+                self._source = ZooKeeperStatusSource(client, self._config_getter)
+            return self._source
+
+    def is_ready(self) -> bool:
+        """`/health/ready`: started, and the daemon says it is ready."""
+        if not self.ready:
+            return False
+        return self.ready_check is None or bool(self.ready_check())
+
     def stop(self) -> None:
         self.ready = False
         if self._server is not None:
@@ -156,6 +195,14 @@ class WebApp:
         path = url.path.strip("/")
         if path == "ready":
             return (200, "text/plain", "OK") if self.ready else (503, "text/plain", "Not ready")
+        if path == "health/live":
+            return 200, "text/plain", "OK"
+        if path == "health/ready":
+            ok = self.is_ready()
+            return (200, "text/plain", "OK") if ok else (503, "text/plain", "Not ready")
+        if path == "metrics":
+            ctype, data = prometheus.exposition(self.registry)
+            return 200, ctype, data.decode("utf-8")
         as_json = "application/json" in accept
         if path.endswith(".json"):
             path, as_json = path[: -len(".json")], True
@@ -199,7 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, ctype, body = 500, "text/plain", "Internal error"
         data = body.encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", f"{ctype}; charset=UTF-8")
+        if "charset=" not in ctype:
+            ctype = f"{ctype}; charset=UTF-8"
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()
