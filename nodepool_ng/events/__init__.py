@@ -1,4 +1,5 @@
-"""MQTT events for operators (doc/events.md): node, request and image transitions as JSON.
+"""MQTT events for operators (doc/events.md): node, request and image transitions as JSON;
+the launcher's observer also records request latency for Prometheus (doc/metrics.md).
 
 events = start_launcher_events(config, hostname, node_store, request_store, is_leader)
 ...
@@ -10,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nodepool_ng.config.models import Config
-from nodepool_ng.events.observers import BuilderEvents, LauncherEvents, make_publisher
+from nodepool_ng.events.observers import (
+    BuilderEvents,
+    LauncherEvents,
+    RequestLatency,
+    make_publisher,
+)
 from nodepool_ng.events.publisher import EventPublisher
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.nodes import NodeStore
@@ -20,6 +26,7 @@ __all__ = [
     "BuilderEvents",
     "EventPublisher",
     "LauncherEvents",
+    "RequestLatency",
     "start_builder_events",
     "start_launcher_events",
 ]
@@ -31,11 +38,10 @@ def start_launcher_events(
     nodes: NodeStore,
     requests: RequestStore,
     is_leader: Callable[[], bool],
-) -> LauncherEvents | None:
-    """Started node/request events when `mqtt` is configured, else None. Never raises."""
+) -> LauncherEvents:
+    """Started node/request observers: MQTT events when `mqtt` is configured (the publisher
+    is None otherwise), request latency always. Never raises."""
     publisher = make_publisher(config, "launcher", hostname)
-    if publisher is None:
-        return None
     events = LauncherEvents(publisher, nodes, requests, is_leader)
     events.start()
     return events

@@ -1,6 +1,8 @@
 """Who publishes which events: observers on the ZooKeeper caches (nothing on a request path).
 
 Launchers publish node and request events; builders publish image build and upload events.
+The launcher's observer also records request latency (`metrics.request_latency`) for
+Prometheus, with or without MQTT: it sees every request's transitions anyway.
 
 Exactly one publisher per transition:
 - Node and request events come from the launcher that holds the stats election
@@ -17,14 +19,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from nodepool_ng import metrics
 from nodepool_ng.config.models import Config
 from nodepool_ng.errors import ConfigError
 from nodepool_ng.events.publisher import EventPublisher
 from nodepool_ng.events.transitions import (
+    DELETED,
     TransitionTracker,
     build_payload,
     node_payload,
@@ -34,7 +39,7 @@ from nodepool_ng.events.transitions import (
 )
 from nodepool_ng.model.image import ImageBuild, ImageUpload
 from nodepool_ng.model.node import Node
-from nodepool_ng.model.request import NodeRequest
+from nodepool_ng.model.request import FINAL_REQUEST_STATES, NodeRequest, RequestState
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.images import CachedImageRecord, ImageStore
 from nodepool_ng.zk.nodes import NodeStore
@@ -49,7 +54,7 @@ def make_publisher(config: Config, component: str, hostname: str) -> EventPublis
         return None
     client_id = f"nodepool-{component}-{hostname}-{uuid.uuid4().hex[:8]}"
     try:
-        publisher = EventPublisher(config.mqtt, client_id)
+        publisher = EventPublisher(config.mqtt, client_id, component=component)
     except ConfigError as e:
         log.error("MQTT events disabled: %s", e)
         return None
@@ -57,17 +62,64 @@ def make_publisher(config: Config, component: str, hostname: str) -> EventPublis
     return publisher
 
 
+class RequestLatency:
+    """Each request's time from creation to its final state, per label (as Zuul reports
+    per label), recorded as `metrics.request_latency` by the stats leader only, so the sum
+    over launchers counts each request once.
+
+    The start is Zuul's `created_time`, else the `state_time` of the request when first seen
+    `requested` (requests older than the launcher and without `created_time` are skipped);
+    the end is the final record's `state_time` (written by the launcher that fulfilled it).
+    """
+
+    def __init__(self, stats: object | None = None) -> None:
+        self.stats = stats if stats is not None else metrics.make_client()
+        self._lock = threading.Lock()
+        self._seen_at: dict[str, float] = {}
+
+    def seen(self, request: NodeRequest) -> None:
+        """A request first seen in the `requested` state (not at seed time)."""
+        if request.id and request.state is RequestState.REQUESTED and request.state_time:
+            with self._lock:
+                self._seen_at.setdefault(request.id, request.state_time)
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._seen_at.pop(request_id, None)
+
+    def finished(self, request: NodeRequest) -> None:
+        """A request reached a final state (fulfilled, failed)."""
+        if not request.id or request.state not in FINAL_REQUEST_STATES:
+            return
+        with self._lock:
+            seen_at = self._seen_at.pop(request.id, None)
+        start = request.created_time or seen_at
+        if start is None:
+            return
+        end = request.state_time or time.time()
+        ms = max(0.0, end - start) * 1000.0
+        for label in dict.fromkeys(request.node_types):
+            key = metrics.request_latency(label, request.provider, str(request.state))
+            try:
+                self.stats.timing(key, ms)  # type: ignore[attr-defined]
+            except Exception:  # metrics never stop events
+                log.debug("metrics timing %s failed", key, exc_info=True)
+
+
 class LauncherEvents:
-    """Node and request transitions, published while `is_leader()`."""
+    """Node and request transitions, published while `is_leader()` (when `publisher` is
+    set: `mqtt` configured), and request latency recorded while `is_leader()`."""
 
     def __init__(
         self,
-        publisher: EventPublisher,
+        publisher: EventPublisher | None,
         nodes: NodeStore,
         requests: RequestStore,
         is_leader: Callable[[], bool],
+        latency: RequestLatency | None = None,
     ) -> None:
         self.publisher = publisher
+        self.latency = latency if latency is not None else RequestLatency()
         self._nodes = nodes
         self._requests = requests
         self._is_leader = is_leader
@@ -85,10 +137,11 @@ class LauncherEvents:
 
     def stop(self) -> None:
         self._armed.clear()  # the stores have no remove_listener: go quiet instead
-        self.publisher.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
 
     def _on_node(self, node_id: str, node: Node | None) -> None:
-        if not self._armed.is_set():
+        if not self._armed.is_set() or self.publisher is None:
             return
         t = self._node_tracker.update(node_id, node)
         if t is not None and self._is_leader():
@@ -98,7 +151,16 @@ class LauncherEvents:
         if not self._armed.is_set():
             return
         t = self._request_tracker.update(request_id, request)
-        if t is not None and self._is_leader():
+        if t is None:
+            return
+        if t.previous is None:
+            self.latency.seen(t.record)
+        leader = self._is_leader()
+        if t.state == DELETED:
+            self.latency.forget(request_id)
+        elif leader:
+            self.latency.finished(t.record)
+        if leader and self.publisher is not None:
             self.publisher.publish(
                 f"request/{t.state}", request_payload(t.record, t.previous, t.state)
             )

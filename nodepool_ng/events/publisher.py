@@ -8,7 +8,9 @@
 `publish()` only puts the event on a bounded queue. One sender thread takes events off it and
 hands them to paho-mqtt, whose own loop thread does the network I/O and reconnects (1-30 s
 backoff). While the broker is unreachable, or when the queue is full, events are dropped:
-`dropped` counts them and a warning is logged at most once per `log_interval` seconds.
+`dropped` counts them, as does the metric `nodepool_events_dropped_total{component,reason}`
+(reason: `queue_full`, `not_connected`, `publish_failed`), and a warning is logged at most
+once per `log_interval` seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from nodepool_ng import metrics
 from nodepool_ng.config.models import MqttConfig
 from nodepool_ng.errors import ConfigError
 
@@ -38,9 +41,15 @@ class EventPublisher:
         client_id: str,
         queue_size: int = 1000,
         log_interval: float = 60.0,
+        component: str = "launcher",
+        stats: object | None = None,
     ) -> None:
-        """ConfigError (path `mqtt.tls`) when the TLS files cannot be used."""
+        """ConfigError (path `mqtt.tls`) when the TLS files cannot be used. `component`
+        labels the published/dropped counters; `stats`: a metrics client (default
+        `metrics.make_client()`)."""
         self.config = config
+        self.component = component
+        self.stats = stats if stats is not None else metrics.make_client()
         self.prefix = config.topic_prefix
         self.queue_size = queue_size
         self.log_interval = log_interval
@@ -107,7 +116,7 @@ class EventPublisher:
         try:
             self._queue.put_nowait((f"{self.prefix}/{subtopic}", data))
         except queue.Full:
-            self._drop("event queue full")
+            self._drop("queue_full", "event queue full")
 
     def _run(self) -> None:
         while True:
@@ -118,20 +127,29 @@ class EventPublisher:
                     return
                 continue
             if not self._connected.is_set():
-                self._drop("broker not connected")
+                self._drop("not_connected", "broker not connected")
                 continue
             try:
                 info = self.client.publish(topic, data, qos=self.config.qos)
             except Exception as e:  # paho raises ValueError on bad topics/payloads
-                self._drop(f"publish failed: {e}")
+                self._drop("publish_failed", f"publish failed: {e}")
                 continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                self._drop(mqtt.error_string(info.rc))
+                self._drop("publish_failed", mqtt.error_string(info.rc))
                 continue
             with self._stats_lock:
                 self.published += 1
+            self._count(metrics.events_published(self.component))
 
-    def _drop(self, reason: str) -> None:
+    def _count(self, key: str) -> None:
+        try:
+            self.stats.incr(key)  # type: ignore[attr-defined]
+        except Exception:  # metrics never stop events
+            log.debug("metrics incr %s failed", key, exc_info=True)
+
+    def _drop(self, kind: str, reason: str) -> None:
+        """kind: the metric's `reason` label; reason: what the log says."""
+        self._count(metrics.events_dropped(self.component, kind))
         now = time.monotonic()
         with self._stats_lock:
             self.dropped += 1

@@ -87,6 +87,9 @@ def request_payload(r: NodeRequest, previous: str | None, state: str) -> dict[st
         "id": r.id,
         "node_types": list(r.node_types),
         "requestor": r.requestor,
+        # Zuul's own keys, to match these events with Zuul's (its event and tenant).
+        "event_id": r.event_id,
+        "tenant_name": r.tenant_name,
         "state": state,
         "previous_state": previous,
         "nodes": list(r.nodes),
