@@ -8,7 +8,8 @@
 Serving runs in the foreground, logging to stderr. SIGTERM/SIGINT stop it; SIGUSR2 dumps thread
 stacks; SIGHUP is logged and ignored (the profile file is read once). Errors are one line on
 stderr (`nodepool-simcloud: error: ...`). Exit codes: 0 ok, 1 runtime failure, 2 bad arguments
-or bad profile file.
+or bad profile file. Under systemd (`Type=notify`) it sends READY=1 once the clouds listen and
+the clouds.yaml is written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import threading
 from typing import Any
 
-from nodepool_ng.runtime import daemon
+from nodepool_ng.runtime import daemon, sdnotify
 from nodepool_ng.runtime.signals import install_signal_handlers
 from nodepool_ng.simcloud.client import AdminClient, AdminError
 from nodepool_ng.simcloud.profile import ProfileError, load_profile_file
@@ -51,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"simcloud {p.name}: {service.url(p.name)} ({p.address_model}, "
                   f"{'/'.join(p.image_formats)} by {p.image_upload})", flush=True)
         print(f"clouds.yaml written to {args.clouds_yaml}", flush=True)
+        sdnotify.notify("READY=1", f"STATUS=serving {len(profiles)} clouds")
         stop.wait()
     finally:
         service.stop()

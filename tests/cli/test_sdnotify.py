@@ -28,6 +28,7 @@ from nodepool_ng.runtime.watchdog import Watchdog
 from tests.builder.support import diskimage
 from tests.builder.support import write_config as write_builder_config
 from tests.cli.test_signals import Daemon, pool_providers
+from tests.cli.test_systemd import value
 from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 
@@ -390,5 +391,11 @@ def test_builder_notifies_ready_after_its_workers_started_then_feeds_the_watchdo
     notify_socket.wait_for("WATCHDOG=1", builder, timeout=10)
     pings = notify_socket.receive(time.monotonic() + 3.5)
     assert pings.count("WATCHDOG=1") >= 2, pings
+    # `systemctl reload`: the unit's own ExecReload line, as systemd runs it.
+    reload = value("nodepool-builder.service", "ExecReload").replace("$MAINPID",
+                                                                     str(builder.proc.pid))
+    assert subprocess.run(reload.split(), check=False, timeout=30).returncode == 0
+    builder.wait_for("reload logged", lambda: "reloading on SIGHUP" in builder.output())
+    notify_socket.wait_for("WATCHDOG=1", builder, timeout=10)  # still alive and fed
     assert builder.stop() == 0
     assert "Watchdog: not telling systemd" not in builder.output()
