@@ -1,6 +1,9 @@
-"""What the builder reports to statsd (spec §8); the names live in `nodepool_ng.metrics`.
+"""What the builder reports to statsd and Prometheus (spec §8); the names live in
+`nodepool_ng.metrics`.
 
 A failing statsd never affects a build or an upload: errors are logged at debug level.
+`...image.<image>.build.state` and `...provider.<p>.upload.state` use upstream's values
+(`metrics.IMAGE_STATE_VALUES`: 0 idle, 1 building, 2 uploading, 3 paused).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from nodepool_ng import metrics
 
@@ -42,14 +45,34 @@ class BuilderStats:
             value = self._current[name]
         self._send("gauge", metrics.builder_gauge(self.hostname, name), value)
 
-    def build_started(self) -> None:
+    def _state(self, key: str, state: str) -> None:
+        self._send("gauge", key, metrics.IMAGE_STATE_VALUES[state])
+
+    def build_requests(self, requested: Mapping[str, bool]) -> None:
+        """requested: each configured image -> whether a manual build request (`nodepool
+        image-build`) is outstanding. Gauges `image_build_requests` (how many) and
+        `image.<image>.image_build_requests` (0 or 1)."""
+        for image, flag in requested.items():
+            self._send("gauge", metrics.image_image_build_requests(image), int(flag))
+        self._send("gauge", metrics.image_build_requests(), sum(map(bool, requested.values())))
+
+    def image_paused(self, image: str, paused: bool) -> None:
+        """`build.state` 3 (paused) or back to 0 (idle)."""
+        key = metrics.builder_build_state(self.hostname, image)
+        self._state(key, "paused" if paused else "idle")
+
+    def build_started(self, image: str | None = None) -> None:
+        """With `image`: its `build.state` is 1 (building) until build_finished."""
         self._current_changed("current_builds", 1)
+        if image is not None:
+            self._state(metrics.builder_build_state(self.hostname, image), "building")
 
     def build_finished(
         self, image: str, ok: bool, seconds: float, output_base: str, formats: Iterable[str]
     ) -> None:
         """rc is 0 for a good build, 1 for a failed one; sizes of the files written."""
         self._current_changed("current_builds", -1)
+        self._state(metrics.builder_build_state(self.hostname, image), "idle")
         if ok:
             for fmt in formats:
                 try:
@@ -61,12 +84,17 @@ class BuilderStats:
         self._send("timing", metrics.dib_image_build_status(image, "duration"), int(seconds * 1000))
         self._send("gauge", metrics.dib_image_build_status(image, "last_build"), int(time.time()))
 
-    def upload_started(self) -> None:
+    def upload_started(self, image: str | None = None, provider: str | None = None) -> None:
+        """With `image` and `provider`: `upload.state` is 2 (uploading) until the end."""
         self._current_changed("current_uploads", 1)
+        if image is not None and provider is not None:
+            key = metrics.builder_upload_state(self.hostname, image, provider)
+            self._state(key, "uploading")
 
     def upload_finished(self, image: str, provider: str, ok: bool, seconds: float) -> None:
         """Like upstream, `image_update` counts and times successful uploads only."""
         self._current_changed("current_uploads", -1)
+        self._state(metrics.builder_upload_state(self.hostname, image, provider), "idle")
         if ok:
             key = metrics.image_update(image, provider)
             self._send("timing", key, int(seconds * 1000))

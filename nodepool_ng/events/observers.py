@@ -70,6 +70,9 @@ class RequestLatency:
     The start is Zuul's `created_time`, else the `state_time` of the request when first seen
     `requested` (requests older than the launcher and without `created_time` are skipped);
     the end is the final record's `state_time` (written by the launcher that fulfilled it).
+    The provider is the one of the node given for the label (`nodes[i]` for
+    `node_types[i]`, read from the node cache); for a failed request, or a node not in the
+    cache, the request's own `provider` field (Zuul's preference), else "".
     """
 
     def __init__(self, stats: object | None = None) -> None:
@@ -87,8 +90,11 @@ class RequestLatency:
         with self._lock:
             self._seen_at.pop(request_id, None)
 
-    def finished(self, request: NodeRequest) -> None:
-        """A request reached a final state (fulfilled, failed)."""
+    def finished(
+        self, request: NodeRequest, provider_of: Callable[[str], str | None] = lambda _: None
+    ) -> None:
+        """A request reached a final state (fulfilled, failed); provider_of: a node id's
+        provider, None when unknown."""
         if not request.id or request.state not in FINAL_REQUEST_STATES:
             return
         with self._lock:
@@ -98,8 +104,13 @@ class RequestLatency:
             return
         end = request.state_time or time.time()
         ms = max(0.0, end - start) * 1000.0
-        for label in dict.fromkeys(request.node_types):
-            key = metrics.request_latency(label, request.provider, str(request.state))
+        nodes = list(request.nodes) if request.state is RequestState.FULFILLED else []
+        pairs: dict[tuple[str, str], None] = {}
+        for i, label in enumerate(request.node_types):
+            provider = provider_of(nodes[i]) if i < len(nodes) else None
+            pairs[(label, provider or request.provider or "")] = None
+        for label, provider in pairs:
+            key = metrics.request_latency(label, provider, str(request.state))
             try:
                 self.stats.timing(key, ms)  # type: ignore[attr-defined]
             except Exception:  # metrics never stop events
@@ -140,6 +151,10 @@ class LauncherEvents:
         if self.publisher is not None:
             self.publisher.stop()
 
+    def _provider_of(self, node_id: str) -> str | None:
+        node = self._nodes.cached_node(node_id)
+        return node.provider if node is not None else None
+
     def _on_node(self, node_id: str, node: Node | None) -> None:
         if not self._armed.is_set() or self.publisher is None:
             return
@@ -159,7 +174,7 @@ class LauncherEvents:
         if t.state == DELETED:
             self.latency.forget(request_id)
         elif leader:
-            self.latency.finished(t.record)
+            self.latency.finished(t.record, self._provider_of)
         if leader and self.publisher is not None:
             self.publisher.publish(
                 f"request/{t.state}", request_payload(t.record, t.previous, t.state)
