@@ -118,6 +118,8 @@ class WebApp:
     connected): the app may start before the daemon, so `/health/*` answer from the start.
     `ready_check` (e.g. `launcher.ready.is_set`): `/health/ready` is 200 only once it says
     True (the launcher's pools are registered); without it, once the app started.
+    `tables=False`: `/metrics` and `/health/*` only (a daemon without status tables, e.g.
+    the builder); the status paths are then 404.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class WebApp:
         source: StatusSource | None = None,
         ready_check: Callable[[], bool] | None = None,
         registry: Any = None,
+        tables: bool = True,
     ) -> None:
         self._zk_client = zk_client
         self._config_getter = config_getter
@@ -136,6 +139,7 @@ class WebApp:
         self._source_lock = threading.Lock()
         self.ready_check = ready_check
         self.registry = registry  # None: this process's (nodepool_ng.prometheus.REGISTRY)
+        self.tables = tables
         self.host = host
         self.port = port
         self.ready = False
@@ -206,7 +210,7 @@ class WebApp:
         as_json = "application/json" in accept
         if path.endswith(".json"):
             path, as_json = path[: -len(".json")], True
-        if path not in ENDPOINTS:
+        if path not in ENDPOINTS or not self.tables:
             return 404, "text/plain", "Not found"
         # Undecodable bytes become U+FFFD, which no znode name may hold.
         query = parse_qs(url.query, errors="replace")

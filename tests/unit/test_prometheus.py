@@ -218,3 +218,13 @@ def test_webapp_metrics_and_health_answers() -> None:
     assert samples[("nodepool_provider_leaked_total",
                     (("provider", "p1"), ("resource", "instances")))] == 1
     assert app.respond("/health", "")[0] == 404
+
+
+def test_webapp_without_tables_serves_metrics_and_health_only() -> None:
+    app = WebApp(None, tables=False, registry=CollectorRegistry())
+    app.ready = True
+    assert app.respond("/metrics", "")[0] == 200
+    assert app.respond("/health/ready", "")[0] == 200
+    assert app.respond("/health/live", "")[0] == 200
+    assert app.respond("/node-list", "") == (404, "text/plain", "Not found")
+    assert app.respond("/image-list.json", "application/json")[0] == 404
