@@ -15,15 +15,19 @@ the daemon (`Restart=on-failure`) at most `WatchdogSec` later; a wedged main thr
 them at once. Each change of the verdict is logged once (ERROR when the feeding stops,
 INFO when it resumes), naming the loops.
 
-Without `$WATCHDOG_USEC` (not under systemd, or no `WatchdogSec=`) it only waits.
+Outside systemd (a container), `$NODEPOOL_WATCHDOG_SEC` sets the same timeout and
+`$NODEPOOL_HEARTBEAT_FILE` names a file whose modification time each ping refreshes: a health
+check compares its age with the timeout (the builder image's HEALTHCHECK). With neither
+`$WATCHDOG_USEC` nor `$NODEPOOL_WATCHDOG_SEC` it only waits.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from nodepool_ng.runtime import sdnotify
 from nodepool_ng.runtime.loop import Worker, live_workers
@@ -41,9 +45,13 @@ class Watchdog:
         workers: Callable[[], Iterable[Worker]] = live_workers,
         send: Callable[..., bool] = sdnotify.notify,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat_file: str | None = None,
     ) -> None:
-        """`timeout`: systemd's watchdog timeout in seconds (None: disabled)."""
+        """`timeout`: systemd's watchdog timeout in seconds (None: disabled);
+        `heartbeat_file`: touched at each ping."""
         self.timeout = timeout
+        self.heartbeat_file = heartbeat_file
+        self._heartbeat_failed = False
         self._checks = tuple(checks)
         self._workers = workers
         self._send = send
@@ -53,8 +61,22 @@ class Watchdog:
         self.pings = 0
 
     @classmethod
-    def from_environment(cls, checks: Sequence[Check] = ()) -> Watchdog:
-        return cls(sdnotify.watchdog_timeout(), checks)
+    def from_environment(cls, checks: Sequence[Check] = (),
+                         env: Mapping[str, str] | None = None) -> Watchdog:
+        """systemd's `$WATCHDOG_USEC`, else `$NODEPOOL_WATCHDOG_SEC`; `$NODEPOOL_HEARTBEAT_FILE`."""
+        env = os.environ if env is None else env
+        timeout = sdnotify.watchdog_timeout(env)
+        own = env.get("NODEPOOL_WATCHDOG_SEC")
+        if timeout is None and own:
+            try:
+                timeout = float(own)
+            except ValueError:
+                timeout = None
+            if timeout is None or not 0 < timeout < math.inf:
+                log.warning("NODEPOOL_WATCHDOG_SEC=%r is not a positive number: no watchdog",
+                            own)
+                timeout = None
+        return cls(timeout, checks, heartbeat_file=env.get("NODEPOOL_HEARTBEAT_FILE") or None)
 
     @property
     def enabled(self) -> bool:
@@ -109,8 +131,23 @@ class Watchdog:
             return False
         if self._send("WATCHDOG=1"):
             self.pings += 1
+        self._touch()
         self._next = now + self.timeout / 2
         return True
+
+    def _touch(self) -> None:
+        if self.heartbeat_file is None:
+            return
+        try:
+            with open(self.heartbeat_file, "a"):
+                pass
+            os.utime(self.heartbeat_file)
+        except OSError as e:
+            if not self._heartbeat_failed:
+                log.error("Watchdog: cannot touch %s: %s", self.heartbeat_file, e)
+            self._heartbeat_failed = True
+        else:
+            self._heartbeat_failed = False
 
     def run(self, wait: Callable[[float], bool]) -> None:
         """The main thread's loop: feed until `wait(seconds)` says the daemon stopped."""

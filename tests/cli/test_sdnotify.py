@@ -307,6 +307,56 @@ def test_watchdog_run_feeds_until_the_daemon_stops() -> None:
     assert set(sent) == {"WATCHDOG=1"}
 
 
+def test_watchdog_from_the_environment() -> None:
+    me = str(os.getpid())
+    systemd = Watchdog.from_environment(env={"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": me,
+                                             "NODEPOOL_WATCHDOG_SEC": "99"})
+    assert systemd.timeout == 4.0  # systemd's wins
+    own = Watchdog.from_environment(env={"NODEPOOL_WATCHDOG_SEC": "600",
+                                         "NODEPOOL_HEARTBEAT_FILE": "/tmp/hb"})
+    assert (own.timeout, own.heartbeat_file) == (600.0, "/tmp/hb")
+    for bad in ("", "0", "-5", "soon", "inf"):
+        assert Watchdog.from_environment(env={"NODEPOOL_WATCHDOG_SEC": bad}).enabled is False
+    assert Watchdog.from_environment(env={}).enabled is False
+
+
+def test_heartbeat_file_is_touched_only_while_fed(tmp_path: Path) -> None:
+    """What the builder image's HEALTHCHECK reads: the file's age."""
+    clock = Clock()
+    heartbeat = tmp_path / "heartbeat"
+    worker = BlockingWorker("StuckWorker")
+    dog = Watchdog(10.0, workers=lambda: [worker], clock=clock, send=lambda *a: False,
+                   heartbeat_file=str(heartbeat))
+    worker.start()
+    try:
+        assert worker.entered.wait(10)
+        worker._pass_started = clock.now
+        assert dog.feed() is True  # no NOTIFY_SOCKET: not sent, but fed
+        assert heartbeat.exists()
+        os.utime(heartbeat, (1, 1))
+        clock.now += 11  # stuck
+        assert dog.feed() is False
+        assert heartbeat.stat().st_mtime == 1
+        worker.release.set()
+        h.wait_for("pass ended", lambda: worker.passes >= 1)
+        worker.stop()
+        assert dog.feed() is True
+        assert time.time() - heartbeat.stat().st_mtime < 60
+    finally:
+        worker.release.set()
+        worker.stop()
+        worker.join(10)
+
+
+def test_heartbeat_file_that_cannot_be_written_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dog = Watchdog(1.0, workers=list, send=lambda *a: True,
+                   heartbeat_file=str(tmp_path / "missing-dir" / "heartbeat"))
+    assert dog.feed() is True
+    assert "cannot touch" in caplog.text
+
+
 # -- the daemons ---------------------------------------------------------------------------------
 
 
