@@ -25,6 +25,7 @@ class BuilderStats:
         self.client = client if client is not None else metrics.make_client()
         self._lock = threading.Lock()
         self._current = {"current_builds": 0, "current_uploads": 0}
+        self._paused: set[str] = set()
 
     def _send(self, kind: str, key: str, value: float) -> None:
         try:
@@ -57,7 +58,15 @@ class BuilderStats:
         self._send("gauge", metrics.image_build_requests(), sum(map(bool, requested.values())))
 
     def image_paused(self, image: str, paused: bool) -> None:
-        """`build.state` 3 (paused) or back to 0 (idle)."""
+        """`build.state` 3 when `image` becomes paused, 0 (idle) when it is no longer; sent
+        on changes only, so a pass over the images never hides a running build's 1."""
+        with self._lock:
+            if (image in self._paused) == paused:
+                return
+            if paused:
+                self._paused.add(image)
+            else:
+                self._paused.discard(image)
         key = metrics.builder_build_state(self.hostname, image)
         self._state(key, "paused" if paused else "idle")
 

@@ -147,8 +147,16 @@ def test_builder_state_gauges_use_upstreams_values() -> None:
     assert registry.get_sample_value("nodepool_builder_image_upload_state", upload_state) == 2
     stats.upload_finished("debian", "p1", True, 3.0)
     assert registry.get_sample_value("nodepool_builder_image_upload_state", upload_state) == 0
+    before = len(recorder.sent)
+    stats.image_paused("debian", False)  # not paused before: nothing to say
+    assert len(recorder.sent) == before
     stats.image_paused("debian", True)
     assert registry.get_sample_value("nodepool_builder_image_build_state", build_state) == 3
+    stats.build_started("debian")  # (a build cannot start while paused; only the gauge)
+    stats.image_paused("debian", True)  # unchanged: the 1 stays
+    assert registry.get_sample_value("nodepool_builder_image_build_state", build_state) == 1
+    stats.image_paused("debian", False)
+    assert registry.get_sample_value("nodepool_builder_image_build_state", build_state) == 0
     stats.build_requests({"debian": True, "ubuntu": False, "fedora": True})
     assert registry.get_sample_value("nodepool_image_build_requests") == 2
     assert registry.get_sample_value(
