@@ -16,6 +16,7 @@ its loops make progress (`nodepool_ng.runtime.watchdog`).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,9 @@ def _run(builder: Builder) -> int:
         sdnotify.notify("STOPPING=1")
         builder.stop()
 
+    # A watchdog kill (SIGABRT) or a crash in C code writes every thread's stack to stderr
+    # (the journal under systemd).
+    faulthandler.enable(all_threads=True)
     install_signal_handlers(stop, reload=builder.reload_config)
     try:
         builder.start()

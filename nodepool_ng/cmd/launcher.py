@@ -15,6 +15,7 @@ and WATCHDOG=1 while its loops make progress (`nodepool_ng.runtime.watchdog`).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 from collections.abc import Sequence
@@ -79,6 +80,9 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
         sdnotify.notify("STOPPING=1")
         launcher.stop()
 
+    # A watchdog kill (SIGABRT) or a crash in C code writes every thread's stack to stderr
+    # (the journal under systemd).
+    faulthandler.enable(all_threads=True)
     install_signal_handlers(stop, reload=lambda: _check_config_now(launcher))
     # Every ZooKeeper reply is handed from kazoo's reader thread to a waiting worker; with
     # the default 5 ms switch interval, busy API threads make each hand-over (and so each

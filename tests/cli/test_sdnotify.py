@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -449,3 +450,23 @@ def test_builder_notifies_ready_after_its_workers_started_then_feeds_the_watchdo
     notify_socket.wait_for("WATCHDOG=1", builder, timeout=10)  # still alive and fed
     assert builder.stop() == 0
     assert "Watchdog: not telling systemd" not in builder.output()
+
+
+@pytest.mark.slow
+def test_a_watchdog_kill_leaves_every_threads_stack_in_the_log(
+    tmp_path: Path, zk_chroot: ZooKeeperChroot, notify_socket: NotifySocket,
+    started: list[Daemon],
+) -> None:
+    """systemd's WatchdogSignal is SIGABRT: the journal must show where the loops were."""
+    config = write_builder_config(tmp_path, zk_chroot, [diskimage("first", pause=True)])
+    builder = NotifyingDaemon([str(BIN / "nodepool-builder"), "-f", "-c", str(config)],
+                              tmp_path / "builder.log", env=notify_env(notify_socket))
+    started.append(builder)
+    notify_socket.wait_for("WATCHDOG=1", builder)
+    builder.proc.send_signal(signal.SIGABRT)
+    assert builder.proc.wait(30) == -signal.SIGABRT
+    output = builder.output()
+    assert "Fatal Python error: Aborted" in output
+    # The main thread was feeding the watchdog; the workers' threads are there too.
+    assert "nodepool_ng/runtime/watchdog.py" in output
+    assert "nodepool_ng/runtime/loop.py" in output
