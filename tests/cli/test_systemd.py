@@ -198,7 +198,7 @@ def test_simcloud_does_not_write_the_clouds_yaml_the_other_units_read() -> None:
     assert state != "nodepool"
     # The others read the real clouds' file.
     for daemon in DAEMONS:
-        assert value(daemon, "Environment") == f"OS_CLIENT_CONFIG_FILE={SHARED_CLOUDS_YAML}"
+        assert f"OS_CLIENT_CONFIG_FILE={SHARED_CLOUDS_YAML}" in values(daemon, "Environment")
     # simcloud is loopback-only.
     assert value(unit, "IPAddressDeny") == "any"
     assert value(unit, "IPAddressAllow") == "localhost"
