@@ -9,6 +9,7 @@ serves `exposition()` at `/metrics`.
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,7 +23,26 @@ from prometheus_client import (
     generate_latest,
 )
 
-from nodepool_ng.metrics import Family, Key
+
+class Family(Protocol):
+    """`metrics.Family` as seen from here (metrics imports this module, not the reverse)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def doc(self) -> str: ...
+
+
+class Key(Protocol):
+    """`metrics.Key`: the family a statsd key feeds, and its label values."""
+
+    @property
+    def family(self) -> Family: ...
+    @property
+    def values(self) -> tuple[str, ...]: ...
+
 
 # Seconds: launches take seconds to minutes, requests up to hours while quota is short,
 # image builds up to hours.
