@@ -254,11 +254,8 @@ class RequestHandler:
 
     def _take_reports(self) -> None:
         """Finished launches: their nodes are ours again, in their slots."""
-        while True:
-            try:
-                task = self._reports.get_nowait()
-            except queue.Empty:
-                return
+        while not self._reports.empty():  # one reader: empty() then get() is safe
+            task = self._reports.get()
             slot = next((i for i, t in self.launches.items() if t is task), None)
             if slot is not None:  # else a slot given up meanwhile (its node was unlocked)
                 del self.launches[slot]
