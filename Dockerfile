@@ -6,7 +6,8 @@
 #
 # launcher: nodepool-launcher, the `nodepool` CLI and nodepool-simcloud; runs as the
 #   unprivileged user nodepool (uid 10001). HEALTHCHECK: GET /health/ready on the web app
-#   (webapp.port, default 8005; NODEPOOL_HEALTH_URL overrides the URL).
+#   (webapp.port, default 8005; NODEPOOL_HEALTH_URL overrides the URL): 200 once the pools
+#   are registered and while no main loop is stuck.
 #   docker run -v /etc/nodepool:/etc/nodepool:ro -v /etc/openstack:/etc/openstack:ro \
 #       -p 8005:8005 nodepool-launcher
 # builder: the same plus diskimage-builder and the host tools it runs (qemu-utils,
@@ -81,6 +82,9 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python3 -m venv /opt/nodepool-ng \
     && /opt/nodepool-ng/bin/pip install --no-cache-dir --no-index --find-links /wheels \
         nodepool-ng
+# /health/ready says 503 while a main loop is stuck in one pass for NODEPOOL_WATCHDOG_SEC
+# (nodepool_ng.runtime.watchdog), as well as before the pools are registered.
+ENV NODEPOOL_WATCHDOG_SEC=300
 USER nodepool
 EXPOSE 8005
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -18,7 +18,7 @@ import argparse
 import faulthandler
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
@@ -88,24 +88,29 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
     # the default 5 ms switch interval, busy API threads make each hand-over (and so each
     # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
     sys.setswitchinterval(0.001)
+    watchdog = Watchdog.from_environment()
+    # Up before the launcher connects: /health/live answers during start-up, /health/ready
+    # only once the pools are registered and while no loop is stuck (`_ready`).
+    webapp = None if args.no_webapp else _start_webapp(launcher, lambda: _ready(launcher,
+                                                                                watchdog))
     try:
-        launcher.start()
-    except NodepoolError as e:
-        log.error("Could not start: %s", e)
-        return daemon.fail(PROG, e)
-    not_started = providers_not_started(launcher)
-    if not_started:
-        # Running on with nothing to launch would look healthy while serving nothing.
-        message = (f"no provider could start: {', '.join(not_started)} "
-                   "(the log says why for each)")
-        log.error("%s; stopping", message)
-        launcher.stop()
-        return daemon.fail(PROG, message)
-    webapp = None if args.no_webapp else _start_webapp(launcher)
-    # start() returned with every pool of our providers registered: requests are served.
-    sdnotify.notify("READY=1", f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
-    try:
-        Watchdog.from_environment().run(launcher.wait)
+        try:
+            launcher.start()
+        except NodepoolError as e:
+            log.error("Could not start: %s", e)
+            return daemon.fail(PROG, e)
+        not_started = providers_not_started(launcher)
+        if not_started:
+            # Running on with nothing to launch would look healthy while serving nothing.
+            message = (f"no provider could start: {', '.join(not_started)} "
+                       "(the log says why for each)")
+            log.error("%s; stopping", message)
+            launcher.stop()
+            return daemon.fail(PROG, message)
+        # start() returned with every pool of our providers registered: requests are served.
+        sdnotify.notify("READY=1",
+                        f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
+        watchdog.run(launcher.wait)
     finally:
         if webapp is not None:
             try:
@@ -113,6 +118,11 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
             except Exception:
                 log.exception("webapp stop failed")
     return 0
+
+
+def _ready(launcher: Launcher, watchdog: Watchdog) -> bool:
+    """Pools registered, and no loop stuck or dead (the watchdog's verdict)."""
+    return launcher.ready.is_set() and not launcher.wait(0) and not watchdog.problems()
 
 
 def providers_not_started(launcher: Launcher) -> list[str]:
@@ -132,14 +142,16 @@ def _check_config_now(launcher: Launcher) -> None:
         worker.wake()
 
 
-def _start_webapp(launcher: Launcher) -> WebApp | None:
-    """The status web app (webapp.port from the config); failures only logged."""
+def _start_webapp(launcher: Launcher, ready: Callable[[], bool]) -> WebApp | None:
+    """The status web app (webapp.port from the config); failures only logged. It may
+    start before the launcher connects to ZooKeeper (its client is asked for on use)."""
     from nodepool_ng.webapp import WebApp
 
     try:
         cfg = launcher.config.webapp
         app = WebApp(
-            launcher.zk_client, lambda: launcher.config, host=cfg.listen_address, port=cfg.port
+            lambda: launcher.zk_client, lambda: launcher.config, host=cfg.listen_address,
+            port=cfg.port, ready_check=ready,
         )
         app.start()
         return app

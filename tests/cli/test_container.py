@@ -10,12 +10,14 @@ here against the real daemon it checks.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,9 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
+from nodepool_ng.cmd import launcher as cmd_launcher
+from nodepool_ng.runtime.loop import Worker
+from nodepool_ng.runtime.watchdog import Watchdog
 from tests.builder.support import diskimage
 from tests.builder.support import write_config as write_builder_config
 from tests.cli.test_sdnotify import NotifyingDaemon
@@ -262,6 +267,43 @@ def test_builder_healthcheck_follows_the_watchdog_heartbeat(
     # Stopped: the heartbeat ages past the timeout.
     time.sleep(2.5)
     assert run_healthcheck("builder", env) != 0
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.stopped.wait(timeout)
+
+
+def test_launcher_readiness_needs_registered_pools_and_no_stuck_loop() -> None:
+    """What /health/ready (the launcher image's HEALTHCHECK) answers (cmd.launcher._ready)."""
+    launcher = FakeLauncher()
+    release = threading.Event()
+    stuck = Worker("PoolWorker.p1-main", target=lambda: release.wait(30) and None)
+    now = [100.0]
+    dog = Watchdog(10.0, workers=lambda: [stuck], clock=lambda: now[0], send=lambda *a: True)
+    ready = functools.partial(cmd_launcher._ready, launcher, dog)  # type: ignore[arg-type]
+    stuck.start()
+    try:
+        h.wait_for("in a pass", lambda: stuck.pass_seconds() > 0)
+        stuck._pass_started = now[0]
+        assert ready() is False  # pools not registered yet
+        launcher.ready.set()
+        assert ready() is True
+        now[0] += 11  # one pass for longer than the watchdog timeout
+        assert ready() is False
+        release.set()
+        h.wait_for("pass ended", lambda: stuck.passes >= 1)
+        assert ready() is True
+        launcher.stopped.set()
+        assert ready() is False
+    finally:
+        release.set()
+        stuck.stop()
+        stuck.join(10)
 
 
 # -- the real build, where an engine exists ------------------------------------------------------
