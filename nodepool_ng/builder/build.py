@@ -52,13 +52,20 @@ class BuildWorker(Worker):
 
     def run_once(self) -> float | None:
         config = self.ctx.config
+        store = self.ctx.images
+        requested: dict[str, bool] = {}
         for image in sorted(config.diskimages.values(), key=lambda d: d.name):
             if self.stopped:
                 break
             try:
                 self.check_image(config, image)
+                # The state gauges (doc/metrics.md): manual requests left, paused images.
+                requested[image.name] = store.build_requested_at(image.name) is not None
+                self.ctx.stats.image_paused(image.name, image.pause or store.is_paused(image.name))
             except ZooKeeperError as e:
                 log.warning("Image %s: ZooKeeper error while checking builds: %s", image.name, e)
+        if not self.stopped:
+            self.ctx.stats.build_requests(requested)
         return None
 
     def check_image(self, config: Config, image: DiskImageConfig) -> BuildOutcome | None:
@@ -154,7 +161,7 @@ class BuildWorker(Worker):
         )
         error: str | None = None
         started = time.monotonic()
-        self.ctx.stats.build_started()
+        self.ctx.stats.build_started(image.name)
         try:
             dib.run_dib(job, retention=config.build_log_retention, stop=self.ctx.stopping)
             record.formats = formats.ensure_formats(job.output_base, required)

@@ -262,7 +262,7 @@ class UploadWorker(Worker):
         )
         error = None
         started = time.monotonic()
-        self.ctx.stats.upload_started()
+        self.ctx.stats.upload_started(image.name, provider.name)
         try:
             md5, sha256 = formats.read_checksums(path)
             record.external_id = adapter.upload_image(
