@@ -243,6 +243,7 @@ class ProviderRunner(Worker):
                     list(self.adapter.list_instances())
             except Exception as e:
                 self._log.debug("Probe of provider %s failed: %s", self.provider_name, e)
+                self.stats.api_error(self.provider_name, "probe")
                 self.health.probe_result(False)
             else:
                 self.health.probe_result(True, "a server listing succeeded")
@@ -286,6 +287,7 @@ class ProviderRunner(Worker):
         except Exception as e:
             result = _error_stat(e)
             if not isinstance(e, NodeScanError):  # the node's fault, not the cloud's
+                self.stats.api_error(self.provider_name, "launch")
                 self.health.failure(str(e))
             if task.attempts < task.options.retries:
                 log.warning(
@@ -442,6 +444,7 @@ class ProviderRunner(Worker):
             task.machine.advance()
         except Exception as e:
             task.machine = None
+            self.stats.api_error(self.provider_name, "delete")
             delay = task.retry.failed()
             if task.retry.failures == 1:
                 # One failing delete counts once: a single undeletable server must not keep

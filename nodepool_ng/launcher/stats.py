@@ -60,7 +60,12 @@ class LauncherStats:
         launches). Not an upstream name; sent when the state changes."""
         value = {"healthy": 0, "ramping": 1, "open": 2}.get(state)
         if value is not None:
-            self._gauge(f"nodepool.provider.{provider}.health", value)
+            self._gauge(metrics.provider_health(provider), value)
+
+    def api_error(self, provider: str, operation: str) -> None:
+        """A failed cloud API call (operation: launch, delete, probe); Prometheus only:
+        `nodepool_provider_api_errors_total{provider,operation}`."""
+        self._incr(metrics.api_error(provider, operation))
 
     # -- nodes (stats leader) --------------------------------------------------------------
     def node_gauges(

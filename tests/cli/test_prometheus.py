@@ -148,6 +148,8 @@ def test_launch_and_failed_launch_in_metrics(
     assert m.delta("nodepool_launch_provider_duration_seconds_count",
                    provider=p, result=result) == 1
     assert m.delta("nodepool_launch_provider_total", provider=p, result="ready") == 0
+    # The cloud's refusal is an API error of the provider (Prometheus only).
+    m.wait_delta("nodepool_provider_api_errors_total", 1, provider=p, operation="launch")
     # A failed request has no node, so no provider (nor did Zuul ask for one).
     m.wait_delta("nodepool_request_duration_seconds_count", 1,
                  label="small", provider="", result="failed")
