@@ -89,27 +89,26 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
     # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
     sys.setswitchinterval(0.001)
     watchdog = Watchdog.from_environment()
-    # Up before the launcher connects: /health/live answers during start-up, /health/ready
-    # only once the pools are registered and while no loop is stuck (`_ready`).
+    try:
+        launcher.start()
+    except NodepoolError as e:
+        log.error("Could not start: %s", e)
+        return daemon.fail(PROG, e)
+    not_started = providers_not_started(launcher)
+    if not_started:
+        # Running on with nothing to launch would look healthy while serving nothing.
+        message = (f"no provider could start: {', '.join(not_started)} "
+                   "(the log says why for each)")
+        log.error("%s; stopping", message)
+        launcher.stop()
+        return daemon.fail(PROG, message)
+    # After start(), so that upstream's /ready (200 once the app started) still means the
+    # launcher runs; /health/ready also needs every loop alive and moving (`_ready`).
     webapp = None if args.no_webapp else _start_webapp(launcher, lambda: _ready(launcher,
                                                                                 watchdog))
+    # start() returned with every pool of our providers registered: requests are served.
+    sdnotify.notify("READY=1", f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
     try:
-        try:
-            launcher.start()
-        except NodepoolError as e:
-            log.error("Could not start: %s", e)
-            return daemon.fail(PROG, e)
-        not_started = providers_not_started(launcher)
-        if not_started:
-            # Running on with nothing to launch would look healthy while serving nothing.
-            message = (f"no provider could start: {', '.join(not_started)} "
-                       "(the log says why for each)")
-            log.error("%s; stopping", message)
-            launcher.stop()
-            return daemon.fail(PROG, message)
-        # start() returned with every pool of our providers registered: requests are served.
-        sdnotify.notify("READY=1",
-                        f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
         watchdog.run(launcher.wait)
     finally:
         if webapp is not None:
@@ -143,8 +142,7 @@ def _check_config_now(launcher: Launcher) -> None:
 
 
 def _start_webapp(launcher: Launcher, ready: Callable[[], bool]) -> WebApp | None:
-    """The status web app (webapp.port from the config); failures only logged. It may
-    start before the launcher connects to ZooKeeper (its client is asked for on use)."""
+    """The status web app (webapp.port from the config); failures only logged."""
     from nodepool_ng.webapp import WebApp
 
     try:
