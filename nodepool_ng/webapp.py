@@ -6,7 +6,7 @@ metrics and health checks. doc/web.md describes every endpoint.
                                                             client sends Accept: application/json
                                                             or appends `.json` to the path
         ?fields=a,b                                         only these column keys
-    GET /ready                                              200 `OK` once started, else 503
+    GET /ready                                              as /health/ready (upstream's probe)
     GET /metrics                                            Prometheus text format
     GET /health/live                                        200 while the process serves
     GET /health/ready                                       200 once started and the
@@ -198,7 +198,8 @@ class WebApp:
         url = urlsplit(raw_path)
         path = url.path.strip("/")
         if path == "ready":
-            return (200, "text/plain", "OK") if self.ready else (503, "text/plain", "Not ready")
+            # Upstream's readiness probe: the same answer as /health/ready.
+            path = "health/ready"
         if path == "health/live":
             return 200, "text/plain", "OK"
         if path == "health/ready":

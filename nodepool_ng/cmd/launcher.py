@@ -89,26 +89,28 @@ def _run(launcher: Launcher, args: argparse.Namespace) -> int:
     # round trip) wait several ms for the GIL. 1 ms keeps round trips short.
     sys.setswitchinterval(0.001)
     watchdog = Watchdog.from_environment()
-    try:
-        launcher.start()
-    except NodepoolError as e:
-        log.error("Could not start: %s", e)
-        return daemon.fail(PROG, e)
-    not_started = providers_not_started(launcher)
-    if not_started:
-        # Running on with nothing to launch would look healthy while serving nothing.
-        message = (f"no provider could start: {', '.join(not_started)} "
-                   "(the log says why for each)")
-        log.error("%s; stopping", message)
-        launcher.stop()
-        return daemon.fail(PROG, message)
-    # After start(), so that upstream's /ready (200 once the app started) still means the
-    # launcher runs; /health/ready also needs every loop alive and moving (`_ready`).
+    # Before start(): /health/live answers at once; /ready and /health/ready say 503 until
+    # the pools are registered (and while a loop is stuck or dead: `_ready`).
     webapp = None if args.no_webapp else _start_webapp(launcher, lambda: _ready(launcher,
                                                                                 watchdog))
-    # start() returned with every pool of our providers registered: requests are served.
-    sdnotify.notify("READY=1", f"STATUS=serving providers {', '.join(sorted(launcher.providers))}")
     try:
+        try:
+            launcher.start()
+        except NodepoolError as e:
+            log.error("Could not start: %s", e)
+            return daemon.fail(PROG, e)
+        not_started = providers_not_started(launcher)
+        if not_started:
+            # Running on with nothing to launch would look healthy while serving nothing.
+            message = (f"no provider could start: {', '.join(not_started)} "
+                       "(the log says why for each)")
+            log.error("%s; stopping", message)
+            launcher.stop()
+            return daemon.fail(PROG, message)
+        # start() returned with every pool of our providers registered: requests are served.
+        sdnotify.notify(
+            "READY=1", f"STATUS=serving providers {', '.join(sorted(launcher.providers))}"
+        )
         watchdog.run(launcher.wait)
     finally:
         if webapp is not None:

@@ -206,3 +206,49 @@ def test_detaching_without_a_writable_log_file_exits(
     result = run_with_log_dir(module, blocker / "log", ["-c", cfg, "-p", pidfile, *extra])
     assert_one_line_error(result, "log file", str(blocker / "log"), "-f", "-l")
     assert not pidfile.exists()
+
+
+def test_launcher_answers_health_before_it_serves(tmp_path: Path) -> None:
+    """The web app starts before the launcher connects: liveness answers at once, readiness
+    (ours and upstream's `/ready`) is 503 while ZooKeeper cannot be reached."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:  # a port nobody listens on, for ZooKeeper and the web app
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        web = s.getsockname()[1]
+    config = write(tmp_path / "nodepool.yaml", {
+        "zookeeper-servers": [{"host": "127.0.0.1", "port": closed}],
+        "webapp": {"port": web, "listen_address": "127.0.0.1"},
+        "labels": [], "providers": [],
+    })
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}{path}", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    proc = subprocess.Popen([str(BIN / "nodepool-launcher"), "-f", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until("liveness answered", lambda: _answers(status, "/health/live"))
+        assert status("/health/live") == 200
+        assert status("/health/ready") == 503
+        assert status("/ready") == 503
+        assert proc.poll() is None  # still trying ZooKeeper, not gone
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _answers(status: Callable[[str], int], path: str) -> bool:
+    try:
+        return status(path) == 200
+    except OSError:
+        return False  # not listening yet

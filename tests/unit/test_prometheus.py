@@ -219,6 +219,10 @@ def test_webapp_metrics_and_health_answers() -> None:
     ready[0] = True
     assert app.respond("/health/ready", "") == (200, "text/plain", "OK")
     assert app.respond("/health/ready?verbose=1", "")[0] == 200
+    ready[0] = False  # upstream's /ready gives the same answer
+    assert app.respond("/ready", "") == (503, "text/plain", "Not ready")
+    ready[0] = True
+    assert app.respond("/ready", "") == (200, "text/plain", "OK")
     status, ctype, body = app.respond("/metrics", "")
     assert status == 200 and ctype.startswith("text/plain; version=")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
