@@ -144,21 +144,21 @@ class ImageData:
         self.store = ImageStore(zk)
 
     def image_names(self) -> list[str]:
-        return self.store.image_names()
+        return self.store.flags.image_names()
 
     def builds(self, image: str | None = None) -> list[ImageBuild]:
         out = []
         for name in [image] if image else self.image_names():
-            out.extend(self.store.builds(name))
+            out.extend(self.store.builds.builds(name))
         return out
 
     def uploads(self, provider: str | None = None) -> list[ImageUpload]:
         out = []
         for build in self.builds():
             image, build_id = str(build.image_name), str(build.id)
-            for prov in self.store.providers(image, build_id):
+            for prov in self.store.uploads.providers(image, build_id):
                 if provider is None or prov == provider:
-                    out.extend(self.store.uploads(image, build_id, prov))
+                    out.extend(self.store.uploads.uploads(image, build_id, prov))
         return out
 
     def build_views(self) -> list[BuildView]:
@@ -181,7 +181,7 @@ class ImageData:
         }
 
     def paused_images(self) -> list[str]:
-        return [i for i in self.image_names() if self.store.is_paused(i)]
+        return [i for i in self.image_names() if self.store.flags.is_paused(i)]
 
     def image_status_views(self, configured: Iterable[str] = ()) -> list[ImageStatusView]:
         views = []
@@ -190,35 +190,36 @@ class ImageData:
             views.append(
                 ImageStatusView(
                     image=name,
-                    paused=self.store.is_paused(name),
-                    request_ctime=self.store.build_requested_at(name),
+                    paused=self.store.flags.is_paused(name),
+                    request_ctime=self.store.flags.build_requested_at(name),
                     building=building,
                 )
             )
         return views
 
     def set_image_paused(self, image: str, paused: bool) -> None:
-        self.store.set_paused(image, paused)
+        self.store.flags.set_paused(image, paused)
 
     def request_build(self, image: str) -> None:
-        self.store.request_build(image)
+        self.store.flags.request_build(image)
 
     def mark_build_deleting(self, image: str, build_id: str) -> None:
         """Upstream's `dib-image-delete`: refuse while building; the builder deletes it."""
         what = f"build {image}-{build_id}"
+        builds = self.store.builds
         try:
-            build = self.store.get_build(image, build_id)
+            build = builds.get_build(image, build_id)
         except RecordNotFound:
             raise AdminError(f"{what} not found") from None
         if build.state == BuildState.BUILDING:
             raise AdminError(f"{what} is still building; cannot delete it")
-        lock = self.store.lock_build(image, build_id, blocking=True, timeout=NODE_LOCK_TIMEOUT)
+        lock = builds.lock_build(image, build_id, blocking=True, timeout=NODE_LOCK_TIMEOUT)
         try:
-            build = self.store.get_build(image, build_id)
+            build = builds.get_build(image, build_id)
             build.state = BuildState.DELETING
-            self.store.store_build(build)
+            builds.store_build(build)
         finally:
-            self.store.unlock(lock)
+            builds.unlock(lock)
 
     def mark_upload_deleting(
         self, image: str, build_id: str, provider: str, upload_id: str
@@ -226,13 +227,13 @@ class ImageData:
         """Upstream's `image-delete`: refuse while uploading; the builder deletes it."""
         what = f"upload {upload_id} of {image} build {build_id} to {provider}"
         try:
-            upload = self.store.get_upload(image, build_id, provider, upload_id)
+            upload = self.store.uploads.get_upload(image, build_id, provider, upload_id)
         except RecordNotFound:
             raise AdminError(f"{what} not found") from None
         if upload.state == UploadState.UPLOADING:
             raise AdminError(f"{what} is still uploading; cannot delete it")
         upload.state = UploadState.DELETING
-        self.store.store_upload(upload)
+        self.store.uploads.store_upload(upload)
 
     def provider_uploads(self, provider: str) -> list[tuple[str, str, list[str]]]:
         """(image, build id, upload ids) of every build with uploads to `provider`."""

@@ -52,7 +52,7 @@ class BuildWorker(Worker):
 
     def run_once(self) -> float | None:
         config = self.ctx.config
-        store = self.ctx.images
+        store = self.ctx.images.flags
         requested: dict[str, bool] = {}
         for image in sorted(config.diskimages.values(), key=lambda d: d.name):
             if self.stopped:
@@ -72,12 +72,12 @@ class BuildWorker(Worker):
         """Build `image` now if it needs it and no other builder is building it."""
         store = self.ctx.images
         required = self.ctx.required_formats(config, image)
-        if image.pause or not required or store.is_paused(image.name):
+        if image.pause or not required or store.flags.is_paused(image.name):
             return None
         if not self._build_reason(config, image, required)[0]:
             return None
         try:
-            lock = store.lock_image_builds(image.name)
+            lock = store.builds.lock_image_builds(image.name)
         except LockError:
             return None  # another builder is on it
         try:
@@ -88,9 +88,9 @@ class BuildWorker(Worker):
             log.info("Building image %s: %s", image.name, reason)
             outcome = self.build(config, image, required)
             if requested and outcome.state == BuildState.READY:
-                store.remove_build_request(image.name)
+                store.flags.remove_build_request(image.name)
         finally:
-            store.unlock(lock)
+            store.builds.unlock(lock)
         if self.on_build_done is not None:
             self.on_build_done(outcome)
         return outcome
@@ -101,8 +101,8 @@ class BuildWorker(Worker):
         """Why `image` needs a build now (policy.build_reason on fresh reads) or None, and
         whether a build was requested (`nodepool image-build`)."""
         store = self.ctx.images
-        requested = store.build_requested_at(image.name) is not None
-        builds = store.builds(image.name)
+        requested = store.flags.build_requested_at(image.name) is not None
+        builds = store.builds.builds(image.name)
         reason = policy.build_reason(builds, required, image.rebuild_age, time.time(),
                                      requested, self.pending_formats(config, image, builds))
         return reason, requested
@@ -123,7 +123,7 @@ class BuildWorker(Worker):
             fmt = self.ctx.provider_format(provider.name)
             if pdi is None or pdi.pause or not fmt:
                 continue
-            uploads = self.ctx.images.uploads(image.name, newest.id, provider.name)
+            uploads = self.ctx.images.uploads.uploads(image.name, newest.id, provider.name)
             if not any(u.state == UploadState.READY for u in uploads):
                 out.add(fmt)
         return out
@@ -131,7 +131,7 @@ class BuildWorker(Worker):
     def build(
         self, config: Config, image: DiskImageConfig, required: tuple[str, ...]
     ) -> BuildOutcome:
-        store = self.ctx.images
+        store = self.ctx.images.builds
         build_id = uuid.uuid4().hex
         record = ImageBuild(
             image_name=image.name,

@@ -93,7 +93,7 @@ class CleanupWorker(Worker):
 
     def run_once(self) -> float | None:
         config = self.ctx.config
-        store = self.ctx.images
+        store = self.ctx.images.flags
         try:
             names = set(store.image_names()) | set(config.diskimages)
         except ZooKeeperError as e:
@@ -115,7 +115,7 @@ class CleanupWorker(Worker):
     # -- ZooKeeper records and their cloud images --------------------------------------------
     def cleanup_image(self, config: Config, image: str) -> None:
         store = self.ctx.images
-        builds = store.builds(image)
+        builds = store.builds.builds(image)
         in_config = image in config.diskimages
         keep_builds = policy.builds_to_keep(builds) if in_config else set()
         users = {p.name for p in self.ctx.providers_of(config, image)} if in_config else set()
@@ -123,8 +123,9 @@ class CleanupWorker(Worker):
         uploads: dict[str, list[ImageUpload]] = {}  # by provider, over all builds
         for build in builds:
             assert build.id is not None
-            for provider in store.providers(image, build.id):
-                uploads.setdefault(provider, []).extend(store.uploads(image, build.id, provider))
+            for provider in store.uploads.providers(image, build.id):
+                uploads.setdefault(provider, []).extend(
+                    store.uploads.uploads(image, build.id, provider))
         # Per provider still using the image, the 2 newest READY uploads of READY builds
         # (a build being deleted loses its uploads even if they are recent).
         ready_builds = {b.id for b in builds if b.state == BuildState.READY}
@@ -165,15 +166,15 @@ class CleanupWorker(Worker):
                 log.info("Image %s build %s: builder died while building", image, build.id)
             remaining = [
                 u
-                for p in store.providers(image, build.id or "")
-                for u in store.uploads(image, build.id or "", p)
+                for p in store.uploads.providers(image, build.id or "")
+                for u in store.uploads.uploads(image, build.id or "", p)
             ]
             if remaining:
                 continue  # still has uploads being deleted or kept
             self.delete_build(config, build)
 
     def _cleanup_stale_upload(self, upload: ImageUpload) -> None:
-        store = self.ctx.images
+        store = self.ctx.images.uploads
         assert upload.image_name and upload.build_id and upload.provider_name
         if store.is_uploading(upload.image_name, upload.build_id, upload.provider_name):
             log.debug("Upload %s in progress (its lock is held)", upload.path)
@@ -187,7 +188,7 @@ class CleanupWorker(Worker):
 
     def delete_upload(self, upload: ImageUpload) -> bool:
         """Set `deleting`, delete the cloud image, remove the record. False if not done yet."""
-        store = self.ctx.images
+        store = self.ctx.images.uploads
         image, build_id = upload.image_name or "", upload.build_id or ""
         provider, upload_id = upload.provider_name or "", upload.id or ""
         try:
@@ -290,7 +291,7 @@ class CleanupWorker(Worker):
                 self.ctx.release_retired(provider)
 
     def delete_build(self, config: Config, build: ImageBuild) -> None:
-        store = self.ctx.images
+        store = self.ctx.images.builds
         image, build_id = build.image_name or "", build.id or ""
         try:
             lock = store.lock_build(image, build_id)
@@ -317,7 +318,7 @@ class CleanupWorker(Worker):
         """Remove files of builds that ZooKeeper does not know or is deleting."""
         if not config.images_dir or not os.path.isdir(config.images_dir):
             return
-        store = self.ctx.images
+        store = self.ctx.images.builds
         live: dict[str, set[str]] = {}
         for name in os.listdir(config.images_dir):
             m = _BUILD_FILE.match(name)
@@ -339,11 +340,11 @@ class CleanupWorker(Worker):
         """(provider, build id, upload id) of every upload record, in any state."""
         store = self.ctx.images
         known = set()
-        for image in store.image_names():
-            for build in store.builds(image):
+        for image in store.flags.image_names():
+            for build in store.builds.builds(image):
                 assert build.id is not None
-                for provider in store.providers(image, build.id):
-                    for upload in store.uploads(image, build.id, provider):
+                for provider in store.uploads.providers(image, build.id):
+                    for upload in store.uploads.uploads(image, build.id, provider):
                         known.add((provider, build.id, upload.id or ""))
         return known
 

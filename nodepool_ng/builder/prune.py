@@ -57,7 +57,7 @@ def prune_build(
 
     Returns the formats removed (empty when there was nothing to do or the build changed).
     """
-    store = ctx.images
+    store = ctx.images.builds
     assert build.id is not None and build.image_name is not None
     base = ctx.output_base(config, image.name, build.id)
     if not prunable_formats(base, image.keep_formats):

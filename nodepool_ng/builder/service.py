@@ -242,7 +242,7 @@ class Builder:
         config = self.ctx.config
         for image in config.diskimages.values():
             try:
-                builds = self.ctx.images.builds(image.name)
+                builds = self.ctx.images.builds.builds(image.name)
             except NodepoolError:
                 continue
             ready = [b for b in builds if b.state == BuildState.READY and b.state_time]

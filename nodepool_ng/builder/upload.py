@@ -179,7 +179,7 @@ class UploadWorker(Worker):
                 )
             return None  # built elsewhere (that builder uploads it), or pruned
         try:
-            lock = store.lock_uploads(image.name, build.id, provider.name)
+            lock = store.uploads.lock_uploads(image.name, build.id, provider.name)
         except LockError:
             return None
         try:
@@ -190,7 +190,7 @@ class UploadWorker(Worker):
             attempt = self.backoff.attempts(key) + 1
             outcome = self.upload(provider, image, build, adapter, fmt, path, attempt)
         finally:
-            store.unlock(lock)
+            store.uploads.unlock(lock)
         if outcome.state == UploadState.READY:
             self.backoff.succeeded(key)
         else:
@@ -210,11 +210,11 @@ class UploadWorker(Worker):
     def _candidate(
         self, store: ImageStore, image: str, provider: str, fmt: str
     ) -> ImageBuild | None:
-        builds = store.builds(image)
+        builds = store.builds.builds(image)
         newest = policy.ready_builds(builds)
         if not newest:
             return None
-        uploads = {b.id: store.uploads(image, b.id, provider) for b in newest[:1] if b.id}
+        uploads = {b.id: store.uploads.uploads(image, b.id, provider) for b in newest[:1] if b.id}
         return policy.build_to_upload(newest[:1], uploads, fmt)
 
     def upload(
@@ -227,7 +227,7 @@ class UploadWorker(Worker):
         path: str,
         attempt: int = 1,
     ) -> UploadOutcome:
-        store = self.ctx.images
+        store = self.ctx.images.uploads
         assert build.id is not None
         record = ImageUpload(
             image_name=image.name,

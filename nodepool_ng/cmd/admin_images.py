@@ -176,7 +176,7 @@ class BuildWatcher:
             self._tick("the build")
 
     def _wait_uploads(self, build_id: str) -> None:
-        store = self.ctx.data.images.store
+        store = self.ctx.data.images.store.uploads
         pending = set(self.providers)
         while pending:
             self._check_build_current(build_id)
@@ -208,7 +208,7 @@ class BuildWatcher:
 
     def _check_build_current(self, build_id: str) -> None:
         """Fail when the builder will never upload this build: deleted or superseded."""
-        builds = self.ctx.data.images.store.builds(self.image)
+        builds = self.ctx.data.images.store.builds.builds(self.image)
         mine = next((b for b in builds if b.id == build_id), None)
         if mine is None or mine.state != BuildState.READY:
             state = "deleted" if mine is None else str(mine.state)

@@ -39,7 +39,7 @@ from nodepool_ng.runtime.loop import Worker
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.components import ComponentRegistry
 from nodepool_ng.zk.election import LeaderElection
-from nodepool_ng.zk.images import ImageStore
+from nodepool_ng.zk.images import UploadStore
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 
@@ -89,8 +89,8 @@ class Launcher:
         self.node_store = NodeStore(client)
         self.request_store = RequestStore(client)
         self.registry = ComponentRegistry(client)
-        self.image_store = ImageStore(client)
-        self.ready_uploads = ReadyUploads(self.image_store)
+        self.upload_store = UploadStore(client)
+        self.ready_uploads = ReadyUploads(self.upload_store)
         self.zk = StoresView(
             self.node_store, self.request_store, self._pool_infos, self.ready_uploads
         )

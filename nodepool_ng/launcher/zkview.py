@@ -15,7 +15,7 @@ from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest, RequestState
-from nodepool_ng.zk.images import ImageStore
+from nodepool_ng.zk.images import UploadStore
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 
@@ -262,10 +262,10 @@ class StoresView:
 
 
 class ReadyUploads:
-    """`LauncherZK.ready_upload` from the image store, each answer kept for `ttl` seconds."""
+    """`LauncherZK.ready_upload` from the upload store, each answer kept for `ttl` seconds."""
 
-    def __init__(self, images: ImageStore, ttl: float = 5.0) -> None:
-        self.images = images
+    def __init__(self, uploads: UploadStore, ttl: float = 5.0) -> None:
+        self.uploads = uploads
         self.ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {}
 
@@ -275,7 +275,7 @@ class ReadyUploads:
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
-        upload = self.images.latest_ready_upload(image, provider)
+        upload = self.uploads.latest_ready_upload(image, provider)
         value = (upload.path, upload.external_id or "") if upload else None
         self._cache[key] = (now, value)
         return value

@@ -102,7 +102,7 @@ class ImageUpload(Record):
     python_path: str | None = DEFAULT_PYTHON_PATH
     shell_type: str | None = None
     # The znode path (what a Node's `image_id` holds for diskimage nodes): set by the
-    # ImageStore when it reads or creates the upload; empty before.
+    # UploadStore when it reads or creates the upload; empty before.
     path: str = field(default="", compare=False, repr=False, metadata=LOCAL)
 
     @classmethod

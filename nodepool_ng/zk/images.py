@@ -1,8 +1,10 @@
-"""ImageStore: builds, uploads, pause flags, build requests and their locks (spec §1.1, §5).
+"""Image stores: builds, uploads, pause flags, build requests and their locks (spec §1.1, §5).
 
 Tree: `/nodepool/images/<image>/{pause,request-build,builds/<build>/providers/<p>/images/<u>}`.
 Build ids are uuid4 hex; upload ids are 10-digit sequences. The optional cache (one watch-driven
 copy of `/nodepool/images`) lets the launcher ask "which upload is ready here" without reads.
+`ImageStore` holds that cache and the three stores by noun sharing it (`flags`, `builds`,
+`uploads`); hand a caller only the store it uses.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -265,6 +267,36 @@ class UploadStore(_ImageRecords):
         return locks.is_locked(self.client, paths.upload_lock_path(image, build_id, provider))
 
 
-class ImageStore(ImageFlagStore, BuildStore, UploadStore):
-    """Everything below `/nodepool/images` through one object and one cache: image flags,
-    builds and uploads (see the three stores it combines)."""
+class ImageStore:
+    """The `/nodepool/images` subtree: one cache shared by its three stores by noun, `flags`
+    (pause, request-build), `builds` and `uploads`. Use the store you need; start and stop
+    the shared cache here, so that all three answer from it (`cache_started`)."""
+
+    def __init__(self, client: ZooKeeperClient) -> None:
+        self.cache: RecordCache[CachedImageRecord] = RecordCache(
+            client, paths.IMAGES_ROOT, _parse, _decode)
+        self.flags = ImageFlagStore(client, self.cache)
+        self.builds = BuildStore(client, self.cache)
+        self.uploads = UploadStore(client, self.cache)
+
+    @property
+    def cache_started(self) -> bool:
+        """True between `start_cache()` and `stop_cache()`."""
+        return self.builds.cache_started
+
+    def start_cache(self, timeout: float | None = None) -> bool:
+        """Start the shared watch-driven cache; True once the initial copy is loaded."""
+        for store in (self.flags, self.builds, self.uploads):
+            store.cache_started = True
+        return self.cache.start(timeout)
+
+    def stop_cache(self) -> None:
+        """Stop the shared cache."""
+        if self.cache_started:
+            self.cache.stop()
+            for store in (self.flags, self.builds, self.uploads):
+                store.cache_started = False
+
+    def add_listener(self, listener: Callable[[str, CachedImageRecord | None], None]) -> None:
+        """Call `listener(key, record_or_None)` on every change (cache thread; be quick)."""
+        self.cache.add_listener(listener)

@@ -189,7 +189,7 @@ def test_upload_boot_rotate_delete(
     builds = [first_build]
     uploads = [first]
     for n in (2, 3):
-        builder.ctx.images.request_build("debian")
+        builder.ctx.images.flags.request_build("debian")
         builds.append(new_ready_build(kz, builds, f"build {n}"))
         uploads.append(wait_for(lambda: ready_upload_of(kz, builds[-1]),
                                 what=f"upload of build {n}", timeout=60))

@@ -124,7 +124,7 @@ def test_manual_build_request_and_pause(
         what="first build",
     )
     assert builder.ctx is not None
-    builder.ctx.images.request_build("debian")
+    builder.ctx.images.flags.request_build("debian")
     ready = wait_for(
         lambda: [b for b in builds(kazoo_client, "debian") if b.state == BuildState.READY][1:],
         what="the requested build",
@@ -135,8 +135,8 @@ def test_manual_build_request_and_pause(
         what="request removed",
     )
     # Paused: a request stays pending and nothing is built.
-    builder.ctx.images.set_paused("debian", True)
-    builder.ctx.images.request_build("debian")
+    builder.ctx.images.flags.set_paused("debian", True)
+    builder.ctx.images.flags.request_build("debian")
     builder.wake_builds()
     passes = builder.build_workers[0].passes
     wait_for(lambda: builder.build_workers[0].passes >= passes + 2, what="two build passes")

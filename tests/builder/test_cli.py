@@ -48,7 +48,7 @@ def test_image_build_wait_and_lists(
     assert builder.ctx is not None
     store = builder.ctx.images
     wait_for(
-        lambda: all(store.latest_ready_upload("debian", c) for c in THREE_CLOUDS),
+        lambda: all(store.uploads.latest_ready_upload("debian", c) for c in THREE_CLOUDS),
         what="first build uploaded",
     )
     capsys.readouterr()
@@ -59,7 +59,7 @@ def test_image_build_wait_and_lists(
     for cloud in THREE_CLOUDS:
         assert f"upload to {cloud}: ready" in out.out
     assert "built and uploaded" in out.out
-    builds = store.builds("debian")
+    builds = store.builds.builds("debian")
     assert len(builds) == 2
     assert admin.main(["-c", str(config), "--json", "dib-image-list"]) == 0
     listed = json.loads(capsys.readouterr().out)

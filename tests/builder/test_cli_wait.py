@@ -49,7 +49,7 @@ def setup(
         builder.start()
         try:
             assert builder.ctx is not None
-            store = builder.ctx.images
+            store = builder.ctx.images.uploads
             wait_for(
                 lambda: all(store.latest_ready_upload("debian", c) for c in THREE_CLOUDS),
                 what="first build uploaded",

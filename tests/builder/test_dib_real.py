@@ -118,14 +118,14 @@ def test_real_dib_build_and_upload(
             store = builder.ctx.images
             build = wait_for(
                 lambda: next(
-                    iter(store.builds("debian", [BuildState.READY, BuildState.FAILED])), None
+                    iter(store.builds.builds("debian", [BuildState.READY, BuildState.FAILED])), None
                 ),
                 timeout=1800,
                 what="the real build",
             )
             assert build.state == BuildState.READY, build.extra.get("error")
             upload = wait_for(
-                lambda: store.latest_ready_upload("debian", "real-cloud"),
+                lambda: store.uploads.latest_ready_upload("debian", "real-cloud"),
                 timeout=600,
                 what="the upload",
             )

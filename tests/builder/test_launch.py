@@ -83,7 +83,7 @@ def test_boots_diskimage_label_in_each_cloud(
     builder.start()
     try:
         assert builder.ctx is not None
-        store = builder.ctx.images
+        store = builder.ctx.images.uploads
         uploads = {
             c: wait_for(lambda c=c: store.latest_ready_upload("debian", c), what=f"upload to {c}")
             for c in THREE_CLOUDS

@@ -97,7 +97,7 @@ def test_third_build_rotates_out_the_first(
     builder: Builder, clouds: SimCloudFixture, kazoo_client: KazooClient
 ) -> None:
     assert builder.ctx is not None
-    store = builder.ctx.images
+    store = builder.ctx.images.flags
     build_ids: list[str] = []
     for n in range(3):
         if n:

@@ -34,7 +34,7 @@ def make_build(
     store: ImageStore, image: str = "debian", state: BuildState = BuildState.READY
 ) -> ImageBuild:
     build = ImageBuild(image_name=image, state=state, builder="builder1", formats=["qcow2", "raw"])
-    store.create_build(build)
+    store.builds.create_build(build)
     return build
 
 
@@ -49,7 +49,7 @@ def make_upload(
         external_id=f"img-{provider}",
         external_name="debian-1",
     )
-    store.create_upload(upload)
+    store.uploads.create_upload(upload)
     return upload
 
 
@@ -93,7 +93,7 @@ def test_dib_image_list_and_image_list(run_cli: Run, images: ImageStore) -> None
 def test_pause_unpause_and_status(run_cli: Run, images: ImageStore) -> None:
     make_build(images)
     assert run_cli("image-pause", "debian").rc == 0
-    assert images.is_paused("debian")
+    assert images.flags.is_paused("debian")
     assert run_cli("--json", "dib-image-list").json()[0]["state"] == "paused"
     status = {r["image"]: r for r in run_cli("--json", "image-status").json()}
     # Configured diskimages show up even before any build exists.
@@ -101,13 +101,13 @@ def test_pause_unpause_and_status(run_cli: Run, images: ImageStore) -> None:
     assert status["debian"]["paused"] is True
     assert status["debian"]["build_request"] == ""
     assert run_cli("image-unpause", "debian").rc == 0
-    assert not images.is_paused("debian")
+    assert not images.flags.is_paused("debian")
 
 
 def test_image_build_requests_a_build(run_cli: Run, images: ImageStore) -> None:
     result = run_cli("image-build", "debian")
     assert result.rc == 0, result.err
-    assert images.build_requested_at("debian") is not None
+    assert images.flags.build_requested_at("debian") is not None
     status = {r["image"]: r for r in run_cli("--json", "image-status").json()}
     assert status["debian"]["build_request"] == "pending"
     assert isinstance(status["debian"]["build_request_age"], int)
@@ -118,7 +118,7 @@ def test_image_build_refuses_unknown_and_paused(run_cli: Run, images: ImageStore
     assert unknown.rc == 1 and "nosuch" in unknown.err and "Traceback" not in unknown.err
     paused = run_cli("image-build", "frozen")
     assert paused.rc == 1 and "paused" in paused.err
-    assert images.build_requested_at("frozen") is None
+    assert images.flags.build_requested_at("frozen") is None
 
 
 def test_image_build_wait_follows_build_and_uploads(
@@ -129,15 +129,15 @@ def test_image_build_wait_follows_build_and_uploads(
 
     def builder() -> None:
         # Plays the builder: notice the request, build, then upload to both providers.
-        while images.build_requested_at("debian") is None:
+        while images.flags.build_requested_at("debian") is None:
             threading.Event().wait(0.02)
         build = make_build(images, state=BuildState.BUILDING)
         build.state = BuildState.READY
-        images.store_build(build)
+        images.builds.store_build(build)
         for provider in ("cloud1", "cloud2"):
             upload = make_upload(images, build, provider, UploadState.UPLOADING)
             upload.state = UploadState.READY
-            images.store_upload(upload)
+            images.uploads.store_upload(upload)
 
     thread = threading.Thread(target=builder, daemon=True)
     thread.start()
@@ -156,7 +156,7 @@ def test_image_build_wait_reports_failure(
     monkeypatch.setattr("nodepool_ng.cmd.admin_images.WAIT_POLL_SECONDS", 0.05)
 
     def builder() -> None:
-        while images.build_requested_at("debian") is None:
+        while images.flags.build_requested_at("debian") is None:
             threading.Event().wait(0.02)
         make_build(images, state=BuildState.FAILED)
 
@@ -188,8 +188,8 @@ def test_dib_image_delete(run_cli: Run, images: ImageStore) -> None:
     assert run_cli("dib-image-delete", f"debian-{building.id}").rc == 1
     result = run_cli("dib-image-delete", f"debian-{ready.id}")
     assert result.rc == 0, result.err
-    assert images.get_build("debian", str(ready.id)).state == BuildState.DELETING
-    assert images.get_build("debian", str(building.id)).state == BuildState.BUILDING
+    assert images.builds.get_build("debian", str(ready.id)).state == BuildState.DELETING
+    assert images.builds.get_build("debian", str(building.id)).state == BuildState.BUILDING
     assert run_cli("dib-image-delete", "nodash").rc == 1
 
 
@@ -199,7 +199,7 @@ def test_export_import_round_trip(
     build = make_build(images)
     first = make_upload(images, build, "cloud1")
     second = make_upload(images, build, "cloud1")
-    images.set_paused("debian", True)
+    images.flags.set_paused("debian", True)
     export = tmp_path / "images.json"
     assert run_cli("export-image-data", str(export)).rc == 0
     assert os.stat(export).st_mode & 0o777 == 0o600
@@ -217,13 +217,12 @@ def test_export_import_round_trip(
 
     kazoo_client.delete("/nodepool/images", recursive=True)
     assert run_cli("import-image-data", str(export)).rc == 0
-    assert images.is_paused("debian")
-    assert images.get_build("debian", str(build.id)).formats == ["qcow2", "raw"]
-    assert images.get_upload("debian", str(build.id), "cloud1", str(second.id)).external_id == (
-        "img-cloud1"
-    )
+    assert images.flags.is_paused("debian")
+    assert images.builds.get_build("debian", str(build.id)).formats == ["qcow2", "raw"]
+    restored = images.uploads.get_upload("debian", str(build.id), "cloud1", str(second.id))
+    assert restored.external_id == "img-cloud1"
     # The upload counter moved past the imported ids: a new upload gets a fresh one.
-    new = make_upload(images, images.get_build("debian", str(build.id)), "cloud1")
+    new = make_upload(images, images.builds.get_build("debian", str(build.id)), "cloud1")
     assert int(str(new.id)) > int(str(second.id))
 
 

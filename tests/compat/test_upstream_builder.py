@@ -62,8 +62,8 @@ def test_upstream_builder_uploads_to_simcloud(
             store = ImageStore(zk)
             upload = h.wait_for(
                 "upstream upload ready",
-                lambda: store.latest_ready_upload("ubuntu", "sim"), timeout=120)
-            build = store.get_build("ubuntu", upload.build_id or "")
+                lambda: store.uploads.latest_ready_upload("ubuntu", "sim"), timeout=120)
+            build = store.builds.get_build("ubuntu", upload.build_id or "")
             assert build.state is BuildState.READY and "qcow2" in build.formats
             assert upload.state is UploadState.READY and upload.format == "qcow2"
             (image,) = [i for i in sim.admin("sim-a").images() if i["id"] == upload.external_id]

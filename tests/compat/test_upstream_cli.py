@@ -123,16 +123,16 @@ def test_upstream_cli_reads_our_image_records(
     images = ImageStore(zk)
     build = ImageBuild(image_name="ubuntu", builder="b1.example.org", builder_id="bid-1",
                        formats=["qcow2", "raw"])
-    build_id = images.create_build(build)
+    build_id = images.builds.create_build(build)
     build.state = BuildState.READY
-    images.store_build(build)
+    images.builds.store_build(build)
     upload = ImageUpload(image_name="ubuntu", build_id=build_id, provider_name="p1",
                          external_id="ext-1", external_name="ubuntu-1700000000",
                          format="qcow2")
-    upload_id = images.create_upload(upload)
+    upload_id = images.uploads.create_upload(upload)
     upload.state = UploadState.READY
-    images.store_upload(upload)
-    images.request_build("ubuntu")
+    images.uploads.store_upload(upload)
+    images.flags.request_build("ubuntu")
 
     (row,) = cli.table("dib-image-list")
     assert row["ID"] == f"ubuntu-{build_id}" and row["Image"] == "ubuntu"
@@ -149,7 +149,7 @@ def test_upstream_cli_reads_our_image_records(
     assert row["Image"] == "ubuntu" and row["Paused"] == "False"
     assert row["Build Request"] == "pending"
 
-    images.set_paused("ubuntu", True)
+    images.flags.set_paused("ubuntu", True)
     (row,) = cli.table("dib-image-list")
     assert row["State"] == "paused"
     (row,) = cli.table("image-status")

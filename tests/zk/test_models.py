@@ -113,7 +113,7 @@ def test_image_records_round_trip() -> None:
                          state=UploadState.READY, external_id="img-1")
     assert set(upload.to_dict()) == {"state", "state_time", "external_id", "external_name",
                                      "format", "username", "python_path", "shell_type"}
-    assert upload.path == ""  # the ImageStore sets it: tests/zk/test_images.py
+    assert upload.path == ""  # the UploadStore sets it: tests/zk/test_images.py
 
 
 def test_pool_component_json() -> None:

@@ -13,7 +13,7 @@ from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.request import NodeRequest
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.components import ComponentRegistry
-from nodepool_ng.zk.images import ImageStore
+from nodepool_ng.zk.images import BuildStore
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 from tests.fixtures.ports import free_port
@@ -57,7 +57,7 @@ def test_calls_fail_fast_while_server_down_then_recover(own_server: ZooKeeperSer
         with pytest.raises(LockError):
             nodes.lock(node)
         with pytest.raises(ZooKeeperError):
-            ImageStore(client).builds("img")
+            BuildStore(client).builds("img")
         with pytest.raises(ZooKeeperError):
             ComponentRegistry(client).pools()
 

@@ -69,7 +69,19 @@ def test_image_stores_by_noun_share_one_cache(zk_client: ZooKeeperClient) -> Non
         builds.stop_cache()
     with pytest.raises(RecordNotFound):
         builds.get_build("debian", "nope")
-    # The facade is all three at once.
+    # ImageStore holds the three around one cache; starting it starts all three.
     store = ImageStore(zk_client)
-    assert isinstance(store, BuildStore | UploadStore | ImageFlagStore)
-    assert store.is_paused("debian") and store.uploads("debian", build_id, "p")[0].path
+    assert isinstance(store.flags, ImageFlagStore) and isinstance(store.builds, BuildStore)
+    assert isinstance(store.uploads, UploadStore)
+    assert store.flags.cache is store.builds.cache is store.uploads.cache is store.cache
+    assert store.flags.is_paused("debian")
+    assert store.uploads.uploads("debian", build_id, "p")[0].path
+    assert store.start_cache(timeout=10)
+    try:
+        assert store.cache_started
+        assert all(s.cache_started for s in (store.flags, store.builds, store.uploads))
+        wait_for(lambda: len(store.cache) == 3, what="build, upload and flag cached")
+        assert store.flags.is_paused("debian")  # answered by the cache
+    finally:
+        store.stop_cache()
+    assert not any(s.cache_started for s in (store, store.flags, store.builds, store.uploads))
