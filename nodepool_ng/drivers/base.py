@@ -84,13 +84,19 @@ class Resource:
     left `available`), and the launcher deletes it once it is reported so in consecutive
     passes at least `leak_interval` seconds apart (0: two passes). A candidate whose
     metadata names a node (`nodepool_node_id`) is spared while that node's record exists.
-    None: not the launcher's to delete (images and snapshots are the builder's)."""
+    None: not the launcher's to delete (images and snapshots are the builder's).
+
+    `listed_at` (time.monotonic()) is when the cloud was asked, for a driver that lists a
+    kind less often than each pass and reports the last listing in between: the interval is
+    measured between listings, and a resource is deleted only on a pass with a new listing.
+    None: listed now."""
 
     kind: str  # the driver's name for it: "floatingip", "port", "image", "volume", ...
     external_id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     status: str | None = None
     leak_interval: float | None = None
+    listed_at: float | None = None
 
 
 class StateMachine(Protocol):

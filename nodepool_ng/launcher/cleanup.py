@@ -62,8 +62,8 @@ class CleanupWorker(Worker):
         self.stats = stats or LauncherStats()
         self._cleanup_lock_dirs = cleanup_lock_dirs
         self._leak_candidates: dict[str, set[str]] = {}  # provider -> external ids seen once
-        # provider -> {(kind, external id): when first reported} of leak candidates
-        self._resource_candidates: dict[str, dict[tuple[str, str], float]] = {}
+        # provider -> {(kind, external id): (first, last) listing that reported it}
+        self._resource_candidates: dict[str, dict[tuple[str, str], tuple[float, float]]] = {}
         self._resource_errors: set[str] = set()  # providers whose listing failed (log once)
         self._list_errors: set[str] = set()  # providers whose server listing failed (log once)
         self._orphans: set[str] = set()  # data-less node ids seen in the last pass
@@ -267,8 +267,8 @@ class CleanupWorker(Worker):
 
     def _clean_resources(self, provider: str, runner: ProviderRunner,
                          candidates: list[Resource], known: set[str], now: float) -> None:
-        first_seen = self._resource_candidates.get(provider, {})
-        still: dict[tuple[str, str], float] = {}
+        seen = self._resource_candidates.get(provider, {})
+        still: dict[tuple[str, str], tuple[float, float]] = {}
         for res in candidates:
             if res.leak_interval is None:
                 continue
@@ -276,9 +276,11 @@ class CleanupWorker(Worker):
             if node_id and node_id in known:
                 continue
             key = (res.kind, res.external_id)
-            since = first_seen.get(key)
-            if since is None or now - since < res.leak_interval:
-                still[key] = now if since is None else since
+            listed = now if res.listed_at is None else res.listed_at
+            first, last = seen.get(key, (listed, listed))
+            # Only a new listing confirms a candidate: never delete on a repeated old one.
+            if listed <= last or listed - first < res.leak_interval:
+                still[key] = (first, max(last, listed))
                 continue
             if node_id and self.zk.get_node(node_id) is not None:
                 continue

@@ -145,3 +145,17 @@ def test_leaked_floating_ips_and_down_ports_deleted(
     assert used_fip <= set(state.floating_ips) and used_ports <= set(state.ports)
     assert h.node(kazoo_client, nid)["state"] == "ready"  # type: ignore[index]
     conn.close()
+
+
+def test_ports_listed_once_per_port_cleanup_interval(env: Env) -> None:
+    """Upstream's cadence: ports are listed once per `port-cleanup-interval`, not on every
+    cleanup pass (a fleet of thousands has thousands of ports to decode)."""
+    sim = env.clouds([{"name": "cloud1"}])
+    prov = h.provider("p1", "cloud1")
+    prov.update({"port-cleanup-interval": 600})
+    launcher = env.start([prov])
+    state = sim.states["cloud1"]
+    h.wait_for("a first cleanup pass", lambda: launcher.cleanup.passes >= 2)
+    before, passes = state.requests["network"], launcher.cleanup.passes
+    h.wait_for("five more cleanup passes", lambda: launcher.cleanup.passes >= passes + 5)
+    assert state.requests["network"] == before

@@ -5,6 +5,7 @@ uses (upstream's rules)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,6 +24,10 @@ class OpenStackResources:
         self.clean_floating_ips = clean_floating_ips
         self.port_cleanup_interval = port_cleanup_interval
         self._live_servers = live_servers
+        # The last port listing (monotonic time, DOWN ports nobody or nova owns): ports are
+        # listed once per `port-cleanup-interval`, as upstream does, not on every pass (a
+        # fleet of thousands has thousands of ports).
+        self._down_ports: tuple[float, list[Resource]] | None = None
 
     def list_resources(self) -> list[Resource]:
         return [*self._floating_ips(), *self._ports(), *self.images.list_images()]
@@ -35,15 +40,22 @@ class OpenStackResources:
             out += [Resource(r.kind, r.external_id, r.metadata, r.status, leak_interval=0.0)
                     for r in self._floating_ips() if not r.metadata.get("port_id")]
         if self.port_cleanup_interval > 0:
-            ports = self._ports()
+            listed_at, down = self._down_port_listing()
             # A booting server's port is DOWN too: never a live server's port.
             live = {i.external_id for i in self._live_servers()}
             out += [Resource(r.kind, r.external_id, r.metadata, r.status,
-                             leak_interval=float(self.port_cleanup_interval))
-                    for r in ports
-                    if r.status == "DOWN" and _port_owner_ok(r.metadata.get("device_owner", ""))
-                    and r.metadata.get("device_id", "") not in live]
+                             leak_interval=float(self.port_cleanup_interval),
+                             listed_at=listed_at)
+                    for r in down if r.metadata.get("device_id", "") not in live]
         return out
+
+    def _down_port_listing(self) -> tuple[float, list[Resource]]:
+        now = time.monotonic()
+        if self._down_ports is None or now - self._down_ports[0] >= self.port_cleanup_interval:
+            down = [r for r in self._ports() if r.status == "DOWN"
+                    and _port_owner_ok(r.metadata.get("device_owner", ""))]
+            self._down_ports = (now, down)
+        return self._down_ports
 
     def delete_resource(self, resource: Resource) -> None:
         if resource.kind == "floatingip":
