@@ -102,6 +102,11 @@ class LauncherProc:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
 
+    def dump_threads(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR2)
+            time.sleep(1)
+
     def stop(self) -> None:
         for p in self.runs:
             if p.poll() is None:
@@ -289,6 +294,10 @@ def test_chaos(tmp_path: Path, ensemble: ZooKeeperEnsemble) -> None:
             time.sleep(0.2)
         chaos.note("drained" if all(r.done for r in submitted) else "drain timed out")
         stuck = [r for r in submitted if not r.done]
+        if stuck:
+            # Where a live launcher waits (SIGUSR2: every thread's stack into its log).
+            for lp in launchers:
+                lp.dump_threads()
 
         # -- nodes returned: deleted by the launchers ---------------------------------------
         def settled() -> dict[str, dict[str, Any]]:
@@ -388,6 +397,8 @@ def test_chaos(tmp_path: Path, ensemble: ZooKeeperEnsemble) -> None:
               for nid, n in list(undeleted.items())[:20]]
     lines += [f"  CHAOS ERROR {e}" for e in chaos.errors]
     lines += [f"  LOG {x}" for x in _grep(logs, r"Traceback|CRITICAL| ERROR ")]
+    if stuck:
+        lines += [f"  THREADS {p}:\n{_thread_dump(p)}" for p in logs if _thread_dump(p)]
     report = "\n".join(lines)
     print("\n" + report)
     (tmp_path / "report.txt").write_text(report + "\n")
@@ -429,3 +440,14 @@ def test_chaos(tmp_path: Path, ensemble: ZooKeeperEnsemble) -> None:
         problems.append("nothing was fulfilled")
     if problems:
         pytest.fail("; ".join(problems) + "\n" + report, pytrace=False)
+
+
+def _thread_dump(log: Path) -> str:
+    """The stacks of the last SIGUSR2 dump in `log` (threads of our code only), or ''."""
+    text = log.read_text(errors="replace")
+    start = text.rfind("Thread dump:")
+    if start < 0:
+        return ""
+    threads = text[start:].split("\nThread: ")[1:]
+    ours = [t for t in threads if "nodepool_ng" in t]
+    return "\n".join("    Thread: " + t.strip() for t in ours)
