@@ -5,6 +5,8 @@
                              ("method_error_rate": {"DELETE": 1.0}: that method, any service)
     GET  /_admin/quota       PUT /_admin/quota    {"instances": 5, "cores": -1, "ram": -1}
     GET  /_admin/boot        PUT /_admin/boot     {"delay": 0.5, "jitter": 0.1}
+    DELETE /_admin/deleted_servers   forget deleted servers (`changes-since` no longer shows
+                                     them, as after their tombstones expired)
 
 PUT bodies are partial updates, validated like the profile file.
 """
@@ -72,6 +74,7 @@ class AdminService(Service):
         self.route("PUT", "/quota", self.set_quota)
         self.route("GET", "/boot", self.get_boot)
         self.route("PUT", "/boot", self.set_boot)
+        self.route("DELETE", "/deleted_servers", self.forget_deleted_servers)
 
     def servers(self, req: Request) -> Response:
         with req.state.lock:
@@ -113,10 +116,17 @@ class AdminService(Service):
             body = {"cloud": st.profile.name, "address_model": st.profile.address_model,
                     "image_formats": list(st.profile.image_formats),
                     "image_upload": st.profile.image_upload,
-                    "servers": len(st.servers), "ports": len(st.ports),
+                    "servers": len(st.servers), "deleted_servers": len(st.deleted_servers),
+                    "ports": len(st.ports),
                     "floating_ips": len(st.floating_ips), "images": len(st.images),
                     "usage": st.usage()}
         return Response(200, body)
+
+    def forget_deleted_servers(self, req: Request) -> Response:
+        with req.state.lock:
+            forgotten = len(req.state.deleted_servers)
+            req.state.deleted_servers.clear()
+        return Response(200, {"forgotten": forgotten})
 
     def stats(self, req: Request) -> Response:
         st = req.state

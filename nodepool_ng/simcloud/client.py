@@ -53,6 +53,10 @@ class AdminClient:
     def stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "stats"))
 
+    def forget_deleted_servers(self) -> int:
+        """Drop the deleted servers' tombstones (as if they expired); returns how many."""
+        return int(self._call("DELETE", "deleted_servers")["forgotten"])
+
     def faults(self) -> dict[str, Any]:
         return dict(self._call("GET", "faults"))
 

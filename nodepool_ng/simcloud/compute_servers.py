@@ -8,13 +8,45 @@ import base64
 import binascii
 import re
 import time
+import urllib.parse
+from datetime import UTC, datetime
 from typing import Any
 
 from nodepool_ng.simcloud.compute import ComputeRoutes
 from nodepool_ng.simcloud.http import Request, Response, handles
-from nodepool_ng.simcloud.state import CloudState, Network, Port, Server, iso, new_id
+from nodepool_ng.simcloud.state import (
+    CloudState,
+    DeletedServer,
+    Network,
+    Port,
+    Server,
+    iso,
+    new_id,
+)
 
 MAX_PAGE = 1000
+
+
+def parse_time(value: str) -> float | None:
+    """An ISO 8601 time (`2026-12-03T14:00:00Z`, `...+00:00`, fractions; naive = UTC) as a
+    POSIX timestamp, or None if it is not one."""
+    try:
+        # an unencoded "+" of the offset arrives as a space
+        parsed = datetime.fromisoformat(re.sub(r" (\d\d:?\d\d)$", r"+\1", value.strip()))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _server_of(item: Server | DeletedServer) -> Server:
+    return item.server if isinstance(item, DeletedServer) else item
+
+
+def _created_id(item: Server | DeletedServer) -> tuple[float, str]:
+    s = _server_of(item)
+    return s.created, s.id
 
 
 class ServerRoutes(ComputeRoutes):
@@ -40,7 +72,8 @@ class ServerRoutes(ComputeRoutes):
             "image": {"id": s.image_id, "links": [
                 {"rel": "bookmark", "href": f"{base}/images/{s.image_id}"}]},
             "flavor": flavor, "created": iso(s.created),
-            "updated": iso(s.ready_at if status != "BUILD" else s.created),
+            "updated": iso(s.updated_at(now) if status != "BUILD" else
+                           max(s.created, s.changed_at)),
             "addresses": addresses if addresses is not None else
             req.state.server_addresses(s),
             "accessIPv4": s.access_ipv4 if status != "BUILD" else "", "accessIPv6": "",
@@ -68,8 +101,22 @@ class ServerRoutes(ComputeRoutes):
                             "created": iso(s.ready_at)}
         return out
 
+    def deleted_view(self, req: Request, tomb: DeletedServer, now: float,
+                     version: tuple[int, int]) -> dict[str, Any]:
+        """A deleted server as Nova lists it under `changes-since`: status DELETED."""
+        out = self.server_view(req, tomb.server, now, version, addresses={})
+        out.pop("fault", None)
+        out.update({"status": "DELETED", "updated": iso(tomb.deleted_at), "accessIPv4": "",
+                    "OS-EXT-STS:task_state": None, "OS-EXT-STS:vm_state": "deleted",
+                    "OS-EXT-STS:power_state": 0, "progress": 0,
+                    "OS-SRV-USG:terminated_at": iso(tomb.deleted_at)})
+        return out
+
     @handles("GET", "/v2.1/servers(/detail)?")
     def list_servers(self, req: Request) -> Response:
+        """Servers, oldest first, paged (`limit`, `marker`), filtered by `name` (regex),
+        `status` and `changes-since`: as in Nova, servers whose `updated` is at or after that
+        time, deleted ones included (status DELETED) while their tombstone lasts."""
         version = self.c.microversion(req)
         detail = bool(req.params[0])
         name_rx = req.arg("name")
@@ -83,35 +130,52 @@ class ServerRoutes(ComputeRoutes):
             rx = re.compile(name_rx) if name_rx else None
         except re.error:
             raise self.c.error(400, f"Invalid regular expression for name: {name_rx}") from None
+        since_arg = req.arg("changes-since")
+        since = parse_time(since_arg) if since_arg is not None else None
+        if since_arg is not None and since is None:
+            raise self.c.error(400, "Invalid filter field: changes-since.")
         now = time.time()
         state = req.state
         with state.lock:
-            servers = sorted(state.servers.values(), key=lambda s: (s.created, s.id))
+            listed: list[Server | DeletedServer] = list(state.servers.values())
+            if since is not None:
+                state.expire_tombstones(now)
+                listed.extend(state.deleted_servers.values())
+            listed.sort(key=_created_id)
             if marker:
-                ids = [s.id for s in servers]
+                ids = [_server_of(s).id for s in listed]
                 if marker not in ids:
                     raise self.c.error(400, f"marker [{marker}] not found")
-                servers = servers[ids.index(marker) + 1:]
-            picked = []
-            for s in servers:
+                listed = listed[ids.index(marker) + 1:]
+            picked: list[Server | DeletedServer] = []
+            for item in listed:
+                s = _server_of(item)
                 if rx and not rx.search(s.name):
                     continue
-                if status and s.status(now) != status.upper():
+                deleted = isinstance(item, DeletedServer)
+                if status and ("DELETED" if deleted else s.status(now)) != status.upper():
                     continue
-                picked.append(s)
+                if since is not None and (item.deleted_at if isinstance(item, DeletedServer)
+                                          else s.updated_at(now)) < since:
+                    continue
+                picked.append(item)
                 if len(picked) >= limit:
                     break
             if detail:
-                views = [self.server_view(req, s, now, version) for s in picked]
+                views = [self.deleted_view(req, s, now, version) if isinstance(s, DeletedServer)
+                         else self.server_view(req, s, now, version) for s in picked]
             else:
                 views = [{"id": s.id, "name": s.name, "links": [
                     {"rel": "self", "href": f"{req.base_url}/compute/v2.1/servers/{s.id}"}]}
-                    for s in picked]
+                    for s in map(_server_of, picked)]
         body: dict[str, Any] = {"servers": views}
         if len(picked) == limit and picked:
             path = "servers/detail" if detail else "servers"
+            query = [(k, v) for k, values in req.query.items() if k not in ("limit", "marker")
+                     for v in values]
+            query += [("limit", str(limit)), ("marker", _server_of(picked[-1]).id)]
             body["servers_links"] = [{"rel": "next", "href": (
-                f"{req.base_url}/compute/v2.1/{path}?limit={limit}&marker={picked[-1].id}")}]
+                f"{req.base_url}/compute/v2.1/{path}?{urllib.parse.urlencode(query)}")}]
         return self.c.respond(req, 200, body)
 
     @handles("GET", "/v2.1/servers/([^/]+)")
@@ -131,6 +195,7 @@ class ServerRoutes(ComputeRoutes):
                 if not isinstance(body["name"], str) or not body["name"].strip():
                     raise self.c.error(400, "Invalid input for field/attribute name.")
                 server.name = body["name"]
+                server.touch(time.time())
             view = self.server_view(req, server, time.time(), self.c.microversion(req))
         return self.c.respond(req, 200, {"server": view})
 
@@ -302,6 +367,7 @@ class ServerMetadataRoutes(ComputeRoutes):
         with req.state.lock:
             server = self.c.find_server(req, req.params[0])
             server.metadata.update(new)
+            server.touch(time.time())
             meta = dict(server.metadata)
         return self.c.respond(req, 200, {"metadata": meta})
 
@@ -309,7 +375,9 @@ class ServerMetadataRoutes(ComputeRoutes):
     def replace_metadata(self, req: Request) -> Response:
         new = self._meta_body(req, "metadata")
         with req.state.lock:
-            self.c.find_server(req, req.params[0]).metadata = dict(new)
+            server = self.c.find_server(req, req.params[0])
+            server.metadata = dict(new)
+            server.touch(time.time())
         return self.c.respond(req, 200, {"metadata": new})
 
     @handles("GET", "/v2.1/servers/([^/]+)/metadata/([^/]+)")
@@ -326,13 +394,16 @@ class ServerMetadataRoutes(ComputeRoutes):
         if list(new) != [req.params[1]]:
             raise self.c.error(400, "Request body and URI mismatch")
         with req.state.lock:
-            self.c.find_server(req, req.params[0]).metadata.update(new)
+            server = self.c.find_server(req, req.params[0])
+            server.metadata.update(new)
+            server.touch(time.time())
         return self.c.respond(req, 200, {"meta": new})
 
     @handles("DELETE", "/v2.1/servers/([^/]+)/metadata/([^/]+)")
     def delete_meta_item(self, req: Request) -> Response:
         with req.state.lock:
-            meta = self.c.find_server(req, req.params[0]).metadata
-            if meta.pop(req.params[1], None) is None:
+            server = self.c.find_server(req, req.params[0])
+            if server.metadata.pop(req.params[1], None) is None:
                 raise self.c.error(404, "Metadata item was not found")
+            server.touch(time.time())
         return self.c.respond(req, 204, None)

@@ -13,11 +13,14 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodepool_ng.simcloud.profile import CloudProfile, FlavorProfile
+
+TOMBSTONE_TTL = 3600.0  # seconds a deleted server stays visible to `changes-since`
+MAX_TOMBSTONES = 10_000  # and at most this many of them (the oldest go first)
 
 
 def new_id() -> str:
@@ -112,17 +115,38 @@ class Server:
     # Nova never answers ACTIVE to the first read after a create: clients (upstream
     # Nodepool) rely on seeing BUILD first and then re-reading the server in full.
     reported: bool = False
+    reported_at: float = 0.0  # time of that first read
+    changed_at: float = 0.0  # last explicit change (create, rename, metadata); 0: created
 
     def api_status(self, now: float) -> str:
         """The status the compute API shows: BUILD on the first read, whatever the timing."""
         status = "BUILD" if not self.reported else self.status(now)
-        self.reported = True
+        if not self.reported:
+            self.reported, self.reported_at = True, now
         return status
+
+    def touch(self, now: float) -> None:
+        self.changed_at = now
+
+    def updated_at(self, now: float) -> float:
+        """Nova's `updated_at`: the last change, including the move out of BUILD, which the
+        API shows at `ready_at` or, if the first read came later, right after that read."""
+        updated = max(self.created, self.changed_at)
+        if self.reported and now >= self.ready_at:
+            updated = max(updated, self.ready_at, self.reported_at)
+        return updated
 
     def status(self, now: float) -> str:
         if now < self.ready_at:
             return "BUILD"
         return "ERROR" if self.will_error else "ACTIVE"
+
+
+@dataclass
+class DeletedServer:
+    """What the compute API still shows of a deleted server (`changes-since` lists)."""
+    server: Server
+    deleted_at: float
 
 
 @dataclass
@@ -181,6 +205,11 @@ class CloudState:
         self.ports: dict[str, Port] = {}
         self.floating_ips: dict[str, FloatingIP] = {}
         self.servers: dict[str, Server] = {}
+        # Deleted servers, oldest first, for `changes-since` (Nova keeps soft-deleted rows
+        # until archived): kept `tombstone_ttl` seconds, at most `max_tombstones`.
+        self.deleted_servers: OrderedDict[str, DeletedServer] = OrderedDict()
+        self.tombstone_ttl = TOMBSTONE_TTL
+        self.max_tombstones = MAX_TOMBSTONES
         self.images: dict[str, Image] = {}
         self.image_data: dict[str, bytes] = {}
         self.tasks: dict[str, Task] = {}
@@ -286,6 +315,9 @@ class CloudState:
         server = self.servers.pop(server_id, None)
         if server is None:
             return False
+        now = time.time()
+        self.deleted_servers[server_id] = DeletedServer(server, now)
+        self.expire_tombstones(now)
         for port_id in server.port_ids:
             self.delete_port(port_id)
         for net_name, ip in server.fixed:
@@ -296,6 +328,12 @@ class CloudState:
             if fip.server_id == server_id:
                 fip.server_id = fip.fixed_ip = None
         return True
+
+    def expire_tombstones(self, now: float) -> None:
+        tombs = self.deleted_servers
+        while tombs and (len(tombs) > self.max_tombstones
+                         or next(iter(tombs.values())).deleted_at < now - self.tombstone_ttl):
+            tombs.popitem(last=False)
 
     def server_addresses(self, server: Server) -> dict[str, list[dict[str, Any]]]:
         """Nova's `addresses`: fixed addresses per network name, floating ones after them."""
