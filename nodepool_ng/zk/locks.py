@@ -14,8 +14,9 @@ every call is a kazoo async call waited on with a deadline, on the caller's thre
   in a directory that did not exist, so that is the lock, in one round trip;
 * otherwise: create the contender, list the dir; the release is a delete not waited for
   (ZooKeeper applies a session's requests in order, so whatever we send next comes after);
-* a contender whose create answer came too late is deleted when the answer arrives, so an
-  attempt given up never leaves a contender behind.
+* a contender whose create answer came too late is deleted when the answer arrives, and one
+  whose answer was lost with the connection (applied or not: unknown) is looked for by its
+  unique name prefix once connected, so an attempt given up never leaves a contender behind.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.exceptions import (
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
@@ -210,7 +218,8 @@ def _create_with_dir(
         results = _wait(answer, deadline, what)
     except LockError:
         # Given up: if the transaction still commits, remove the contender it made.
-        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r[1]))
+        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r[1],
+                                                           lock.path, prefix))
         raise
     failures = [r for r in results if isinstance(r, Exception)]
     if not failures:
@@ -247,7 +256,8 @@ def _create_contender(client: ZooKeeperClient, lock: ZkLock, prefix: str, data: 
         created: str = _wait(answer, deadline, what)
     except LockError:
         # Given up: if the create still happens, remove that contender when it does.
-        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r))
+        answer.rawlink(lambda late: _delete_late_contender(client, late, lambda r: r,
+                                                           lock.path, prefix))
         raise
     except NoNodeError:
         return None
@@ -268,10 +278,17 @@ def _wait(answer: Any, deadline: float, what: str) -> Any:
 
 
 def _delete_late_contender(client: ZooKeeperClient, answer: Any,
-                           contender_of: Callable[[Any], Any]) -> None:
-    """An answer that came after its caller gave up: delete the contender it created."""
+                           contender_of: Callable[[Any], Any], lock_dir: str,
+                           prefix: str) -> None:
+    """An answer that came after its caller gave up: delete the contender it created. A
+    connection loss does not say whether the create was applied: our session (which outlives
+    the drop) may own a contender nobody knows of, that would hold the lock forever; it is
+    looked for by its unique prefix once connected again."""
     try:
         path = contender_of(answer.get_nowait())
+    except (ConnectionLoss, OperationTimeoutError):
+        _retries(client).find(lock_dir, prefix)
+        return
     except Exception:
         return  # nothing was created (or the transaction failed)
     if isinstance(path, str):
@@ -296,22 +313,34 @@ def _delete_later(client: ZooKeeperClient, path: str) -> None:
 
 
 class _ContenderRetries:
-    """Contenders whose delete was lost to a connection drop. Our session outlives the drop,
+    """Contenders whose delete was lost to a connection drop, and creates whose answer was
+    (so a contender of ours may exist under an unknown name). Our session outlives the drop,
     and so would they: a stray contender later becomes the holder, and nobody can lock (or
-    delete) that record again. Deleted again once connected; forgotten when the session
-    expires (ZooKeeper removed them with it)."""
+    delete) that record again. Deleted again once connected (the unknown ones found by
+    their unique name prefix); forgotten when the session expires (ZooKeeper removed them
+    with it)."""
 
     RETRY_DELAY = 1.0  # a delete that failed while connected: try again after this
 
     def __init__(self, client: ZooKeeperClient) -> None:
         self._client = weakref.ref(client)  # the client holds us (its listener), not back
         self._paths: set[str] = set()
+        self._searches: set[tuple[str, str]] = set()  # (lock dir, contender name prefix)
         self._lock = threading.Lock()
         client.add_state_listener(self._on_state)
 
     def add(self, path: str) -> None:
         with self._lock:
             self._paths.add(path)
+        self._soon()
+
+    def find(self, lock_dir: str, prefix: str) -> None:
+        """Delete any contender in `lock_dir` whose name starts with `prefix`."""
+        with self._lock:
+            self._searches.add((lock_dir, prefix))
+        self._soon()
+
+    def _soon(self) -> None:
         client = self._client()
         if client is not None and client.is_connected:  # the reconnect may have come already
             timer = threading.Timer(self.RETRY_DELAY, self._retry)
@@ -322,6 +351,7 @@ class _ContenderRetries:
         if state is ConnectionState.LOST:
             with self._lock:
                 self._paths.clear()
+                self._searches.clear()
         elif state is ConnectionState.CONNECTED:
             self._retry()
 
@@ -329,10 +359,33 @@ class _ContenderRetries:
         client = self._client()
         with self._lock:
             paths, self._paths = self._paths, set()
+            searches, self._searches = self._searches, set()
         if client is None:
             return
         for path in paths:
             _delete_later(client, path)
+        for lock_dir, prefix in searches:
+            self._search(client, lock_dir, prefix)
+
+    def _search(self, client: ZooKeeperClient, lock_dir: str, prefix: str) -> None:
+        def found(answer: Any) -> None:
+            try:
+                children = answer.get_nowait()
+            except NoNodeError:
+                return  # no lock dir: no contender either
+            except Exception:
+                self.find(lock_dir, prefix)  # ask again
+                return
+            for name in children:
+                if name.startswith(prefix):
+                    log.warning("removing lock contender %s/%s whose create answer was lost",
+                                lock_dir, name)
+                    _delete_later(client, f"{lock_dir}/{name}")
+
+        try:
+            client.kazoo.get_children_async(lock_dir).rawlink(found)
+        except (KazooException, ZooKeeperError):
+            self.find(lock_dir, prefix)
 
 
 _RETRIES: weakref.WeakKeyDictionary[ZooKeeperClient, _ContenderRetries] = (

@@ -117,6 +117,47 @@ def test_a_lost_contender_delete_is_sent_again(own_server: ZooKeeperServer) -> N
         other.stop()
 
 
+def test_a_contender_whose_create_answer_was_lost_is_removed(
+    own_server: ZooKeeperServer,
+) -> None:
+    """A lock attempt whose contender create was applied but answered with ConnectionLoss
+    (the answer lost with the connection): the attempt fails, and the contender our session
+    owns under a name nobody knows is found by its prefix and deleted, or it would hold the
+    lock forever. Injected at kazoo's call, as above: the create really happens."""
+    client = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
+    other = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
+    client.start(timeout=10)
+    other.start(timeout=10)
+    try:
+        nodes = NodeStore(client)
+        node = Node(state=NodeState.READY, type=["a"])
+        nodes.create(node)
+        nodes.lock(node)  # the lock dir exists from now on: the next lock creates a contender
+        nodes.unlock(node)
+        real_create = client.kazoo.create_async
+        lost: list[str] = []
+
+        def applied_but_lost(path: str, *args: Any, **kwargs: Any) -> Any:
+            if "__lock__" not in path or lost:
+                return real_create(path, *args, **kwargs)
+            lost.append(real_create(path, *args, **kwargs).get(timeout=5))
+            answer = client.kazoo.handler.async_result()
+            answer.set_exception(ConnectionLoss())
+            return answer
+
+        client.kazoo.create_async = applied_but_lost  # type: ignore[method-assign]
+        with pytest.raises(LockError):
+            nodes.lock(node)
+        assert lost and other.kazoo.exists(lost[0]) is not None  # the stray contender
+        theirs = Node(id=node.id)
+        wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
+                 what="the lock free for another session")
+        assert other.kazoo.exists(lost[0]) is None
+    finally:
+        client.stop()
+        other.stop()
+
+
 def _try_lock(store: NodeStore, node: Node) -> bool:
     try:
         store.lock(node)
