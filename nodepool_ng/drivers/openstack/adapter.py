@@ -32,7 +32,7 @@ from nodepool_ng.drivers.openstack.sdk import (
     remember_service_lookups,
     skip_per_call_env_lookups,
 )
-from nodepool_ng.drivers.openstack.servers import OpenStackServers
+from nodepool_ng.drivers.openstack.servers import RECONCILE_INTERVAL, OpenStackServers
 from nodepool_ng.drivers.openstack.statemachine import (
     OpenStackCreateStateMachine,
     OpenStackDeleteStateMachine,
@@ -53,6 +53,7 @@ class OpenStackAdapter:
         poll_interval: float = 1.0,
         flavor_cache_ttl: float = 300.0,
         delete_timeout: float = 600.0,
+        server_reconcile_interval: float = RECONCILE_INTERVAL,
     ) -> None:
         self.provider = provider
         self.poll_interval = poll_interval
@@ -68,7 +69,8 @@ class OpenStackAdapter:
         self.lookups = CloudLookups(self.conn, flavor_cache_ttl)
         self.compute = OpenStackServers(
             self.conn, provider.cloud, self.cloud_region.region_name or None, self.lookups,
-            self._executor, poll_interval, provider.name)
+            self._executor, poll_interval, provider.name,
+            reconcile_interval=server_reconcile_interval)
         self.images = OpenStackImages(self.conn, self.cloud_region)
         # What leak cleanup the provider asks for (stand-ins for the provider in tests may
         # have neither: no cleanup then).

@@ -1,9 +1,15 @@
 """OpenStack servers: the create, read, floating-IP and delete calls the state machines
-make (in the adapter's executor), and one `GET /servers/detail` shared by every machine,
-refreshed at most once per `poll_interval` (`cache.LazyListCache`)."""
+make (in the adapter's executor), and one server list shared by every machine, refreshed at
+most once per `poll_interval` (`cache.LazyListCache`). The list is kept up to date with
+`GET /servers/detail?changes-since=...` (only what changed, deleted servers as DELETED) and
+read in full once per `reconcile_interval` to catch anything an incremental poll missed."""
 
 from __future__ import annotations
 
+import email.utils
+import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -32,6 +38,11 @@ from nodepool_ng.model.quota import Quota
 
 R = TypeVar("R")
 
+RECONCILE_INTERVAL = 60.0  # seconds between full server lists
+# changes-since asks from the previous poll's start (in the cloud's clock) minus this much:
+# covers clock estimates (the Date header has whole seconds) and changes being committed.
+CHANGES_SINCE_SLACK = 5.0
+
 STATUS_MAP = {"BUILD": "building", "ACTIVE": "ready", "ERROR": "error",
               "DELETED": "deleting", "SOFT_DELETED": "deleting"}
 
@@ -48,12 +59,21 @@ class OpenStackServers:
     """What the state machines drive (`statemachine.OpenStackCloud`)."""
 
     def __init__(self, conn: Any, cloud: str, region: str | None, lookups: CloudLookups,
-                 executor: PriorityExecutor, poll_interval: float, name: str) -> None:
+                 executor: PriorityExecutor, poll_interval: float, name: str,
+                 reconcile_interval: float = RECONCILE_INTERVAL) -> None:
         self.conn = conn
         self.cloud = cloud
         self.region = region
         self.lookups = lookups
         self.poll_interval = poll_interval
+        self.reconcile_interval = reconcile_interval  # <= 0: every poll lists in full
+        self.changes_since_slack = CHANGES_SINCE_SLACK
+        self._poll_lock = threading.Lock()
+        self._known: dict[str, dict[str, Any]] = {}  # the last poll's result (never mutated)
+        self._changes_since: float | None = None  # cloud time the next incremental poll uses
+        self._full_at = float("-inf")  # monotonic time of the last full list
+        self.full_polls = 0
+        self.incremental_polls = 0
         self._executor = executor
         self._server_mv: str | None = None  # "" once found out that there is none
         self._compute_endpoint: str | None = None
@@ -77,21 +97,60 @@ class OpenStackServers:
         cloud call: building openstacksdk `Server` resources costs ~1 ms each, so we read the
         JSON directly and keep only the keys the state machines and quota need. Servers that
         finish building are re-read once through openstacksdk for their addresses.
+
+        Polls ask only for what changed since the previous poll began (Nova's
+        `changes-since`, in the cloud's clock as estimated from its Date header, minus
+        `changes_since_slack`) and merge it into the previous result: a server listed
+        DELETED is dropped. Every `reconcile_interval` (and first) the whole list replaces
+        it, which repairs anything missed (e.g. a deletion whose record the cloud archived).
         """
+        with self._poll_lock:  # a probe's refresh may overlap the cache's own
+            started = time.time()
+            full = self._changes_since is None or \
+                time.monotonic() - self._full_at >= self.reconcile_interval
+            if full:
+                full_at = time.monotonic()
+                listed, skew = self._list_servers(None)
+                servers = listed
+                self._full_at = full_at
+                self.full_polls += 1
+            else:
+                assert self._changes_since is not None
+                listed, skew = self._list_servers(self._changes_since)
+                servers = dict(self._known)
+                for server_id, server in listed.items():
+                    if str(server["status"]).upper() == "DELETED":
+                        servers.pop(server_id, None)
+                    else:
+                        servers[server_id] = server
+                self.incremental_polls += 1
+            self._known = servers
+            self._changes_since = started + skew - self.changes_since_slack
+            return servers
+
+    def _list_servers(self, changes_since: float | None
+                      ) -> tuple[dict[str, dict[str, Any]], float]:
+        """(servers by id, the cloud's clock minus ours as its first answer's Date says)."""
         servers: dict[str, dict[str, Any]] = {}
         url: str | None = self._compute_url("/servers/detail")
+        if changes_since is not None:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(changes_since)))
+            url = f"{url}?{urllib.parse.urlencode({'changes-since': since})}"
+        skew: float | None = None
         while url:
             response = self.conn.compute.get(url)
             if not response.ok:
                 raise TemporaryCloudError(
                     f"listing servers: HTTP {response.status_code} {response.text[:200]}")
+            if skew is None:
+                skew = _clock_skew(response, time.time())
             body = response.json()
             for raw in body.get("servers") or []:
                 server = light_server(raw)
                 servers[server["id"]] = server
             url = next((link.get("href") for link in body.get("servers_links") or []
                         if link.get("rel") == "next"), None)
-        return servers
+        return servers, skew or 0.0
 
     def create_server(self, spec: LaunchSpec) -> Any:
         """POST the server; returns its JSON (at least its id).
@@ -267,6 +326,20 @@ class OpenStackServers:
                 return flavor_quota(f)
         return None
 
+
+
+def _clock_skew(response: Any, now: float) -> float:
+    """The cloud's clock minus ours from the response's Date header (0 without one). The
+    header is sent before we read it and has whole seconds: the estimate errs early, which
+    only makes `changes-since` ask for a little more."""
+    headers = getattr(response, "headers", None) or {}
+    date = headers.get("Date") if hasattr(headers, "get") else None
+    if not date:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() - now
+    except (TypeError, ValueError, IndexError):
+        return 0.0
 
 
 def light_server(raw: Mapping[str, Any]) -> dict[str, Any]:
