@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from nodepool_ng.launcher.health import Backoff
+from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.log import get_logger
@@ -41,11 +42,15 @@ class DeletedNodeWorker(Worker):
         interval: float = 5.0,
         paused: Callable[[], bool] | None = None,
         busy: Callable[[], set[str]] | None = None,
+        index: NodeIndex | None = None,
     ) -> None:
+        """`index`: the launcher's index of the node cache (None: recount `zk.nodes()` on
+        every pass)."""
         super().__init__("DeletedNodeWorker", interval=interval, paused=paused)
         self.zk = zk
         self._runners = runners
         self._busy = busy or set
+        self._index = index
         self._in_progress: set[str] = set()
         self._queued: set[str] = set()  # being taken for deletion by a starter thread
         self._retries: dict[str, Backoff] = {}  # node id -> backoff after failed deletions
@@ -55,13 +60,13 @@ class DeletedNodeWorker(Worker):
     def run_once(self) -> float | None:
         runners = self._runners()
         busy = self._busy()
-        nodes = self.zk.nodes()
+        index = self._index if self._index is not None else NodeIndex.of(self.zk.nodes())
         with self._lock:  # forget the backoffs of nodes that are gone
-            present = {n.id for n in nodes}
-            for node_id in [i for i in self._retries if i not in present]:
+            for node_id in [i for i in self._retries if i not in index]:
                 del self._retries[node_id]
             waits = [r.wait() for r in self._retries.values() if not r.ready()]
-        for node in nodes:
+        # Only the nodes it may act on: unlocked, to remove or to give back (`NodeIndex`).
+        for node in index.deleter_nodes():
             if self.stopped:
                 break
             if (

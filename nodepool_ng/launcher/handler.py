@@ -62,11 +62,10 @@ def unplan(ctx: PoolContext, plan: Plan) -> None:
 
 
 def _claim_ready(ctx: PoolContext, label: str) -> str | None:
-    candidates = sorted(
-        n.id for n in ctx.zk.nodes()
-        if n.id and ctx.owns(n) and n.state is NodeState.READY and not n.allocated_to
-        and label in n.type and not ctx.zk.node_locked(n)
-    )
+    """The first (by id) READY unallocated `label` node of the pool, unlocked, that no other
+    accept claimed; claimed for this one."""
+    candidates = (n.id for n in ctx.index.ready_free(ctx.provider.name, ctx.pool.name, label)
+                  if n.id and not ctx.zk.node_locked(n))
     return next((nid for nid in candidates if ctx.ledger.claim(nid)), None)
 
 

@@ -22,7 +22,7 @@ its slot back as well.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from nodepool_ng.model.quota import Quota
@@ -71,7 +71,7 @@ class PoolLedger:
         with self._lock:
             self._created.pop(node_id, None)
 
-    def pending_costs(self, cached_ids: Collection[str]) -> list[Quota]:
+    def pending_costs(self, cached_ids: Container[str]) -> list[Quota]:
         """Costs of promises the cache does not show: reservations, and created nodes not
         in `cached_ids` (a node the cache already shows is counted there, not twice)."""
         with self._lock:

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 
 from nodepool_ng.config.models import Config, ProviderConfig
+from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.zkview import LauncherZK
 from nodepool_ng.log import get_logger
 from nodepool_ng.model.node import NodeState
@@ -40,11 +41,15 @@ class MinReadyWorker(Worker):
         wanted: Callable[[], dict[str, int]],
         interval: float = 5.0,
         paused: Callable[[], bool] | None = None,
+        index: NodeIndex | None = None,
     ) -> None:
-        """wanted(): label -> min-ready, for labels one of our pools can launch now."""
+        """wanted(): label -> min-ready, for labels one of our pools can launch now.
+        `index`: the launcher's index of the node cache (None: recount `zk.nodes()` on
+        every pass)."""
         super().__init__("MinReadyWorker", interval=interval, paused=paused)
         self.zk = zk
         self._wanted = wanted
+        self._index = index
         self.submitted: dict[str, str] = {}  # our request id -> label
         # node id -> the min-ready request it was released from (until the cache shows it)
         self.released: dict[str, str] = {}
@@ -55,16 +60,13 @@ class MinReadyWorker(Worker):
         wanted = self._wanted()
         if not wanted:
             return None
-        ready: Counter[str] = Counter()
-        cached_nodes = {node.id: node for node in self.zk.nodes()}
+        index = self._index if self._index is not None else NodeIndex.of(self.zk.nodes())
+        ready = index.ready_free_by_label()  # READY unallocated, per label
         for node_id, request_id in list(self.released.items()):
-            node = cached_nodes.get(node_id)
+            node = index.get(node_id)
             if node is None or node.allocated_to != request_id:
                 del self.released[node_id]  # the cache caught up (or the node is gone)
-        for node in cached_nodes.values():
-            if node.state is NodeState.READY and (
-                not node.allocated_to or self.released.get(node.id or "") == node.allocated_to
-            ):
+            elif node.state is NodeState.READY:  # released by us: ready
                 for label in set(node.type):
                     ready[label] += 1
         # Ours count until we see them finished, whether or not the cache has them yet.

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from nodepool_ng.config.models import PoolConfig, ProviderConfig
 from nodepool_ng.drivers.base import LaunchSpec, ProviderAdapter
 from nodepool_ng.launcher import quota as q
 from nodepool_ng.launcher.ledger import PoolLedger
+from nodepool_ng.launcher.node_index import NodeIndex, UsageKey
 from nodepool_ng.launcher.zkview import LauncherZK, change_idle_node, mark_deleting
 from nodepool_ng.model.node import Node, NodeState
 from nodepool_ng.model.quota import Quota
@@ -37,6 +38,8 @@ class PoolQuota:
     adapter: ProviderAdapter
     ledger: PoolLedger  # what the pool promised that the node cache does not show yet
     cloud_quota_ttl: float = CLOUD_QUOTA_TTL
+    # The node cache's index (usage groups): the launcher's, fed by the cache's events.
+    index: NodeIndex = field(default_factory=NodeIndex)
     _label_costs: dict[str, Quota] = field(default_factory=dict)
     _cloud: tuple[float, Quota] | None = None
     _refreshing: bool = False
@@ -81,13 +84,13 @@ class PoolQuota:
         """Room to launch another `label_name` node (never in a static pool)."""
         if not self.provider.launches_servers:
             return False
-        nodes = self.zk.nodes()
+        pool_usage, provider_usage = self.usage()
         return q.has_remaining(
             self.label_cost(label_name),
             self.pool.quota_limits(),
-            self._usage(nodes, pool_only=True),
+            pool_usage,
             self.cloud_limit(),
-            self._usage(nodes, pool_only=False),
+            provider_usage,
             self.pool.ignore_provider_quota,
         )
 
@@ -98,7 +101,22 @@ class PoolQuota:
             total, self.pool.quota_limits(), self.cloud_limit(), self.pool.ignore_provider_quota
         )
 
-    def _usage(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
+    def usage(self) -> tuple[Quota, Quota]:
+        """(the pool's usage, the provider's usage): its nodes not DELETED (from the index,
+        priced per usage group) plus what the ledger promised that the cache does not
+        show yet."""
+        mine, everyone = self.index.usage(self.provider.name, self.pool.name)
+        pending = self.ledger.pending_costs(self.index.live_ids(self.provider.name))
+        return (Quota.total([*(self._group_cost(key, n) for key, n in mine), *pending]),
+                Quota.total([*(self._group_cost(key, n) for key, n in everyone), *pending]))
+
+    def _group_cost(self, key: UsageKey, count: int) -> Quota:
+        label, resources = key
+        cost = Quota(dict(resources)) if resources else self.label_cost(label)
+        return Quota({k: v * count for k, v in cost.resources.items()})
+
+    def recount(self, nodes: Iterable[Node], pool_only: bool) -> Quota:
+        """`usage` by walking `nodes` (the reference the index is tested against)."""
         seen: set[str] = set()
         costs = []
         for node in nodes:
@@ -176,25 +194,23 @@ class UnusedNodeFreer:
 
     zk: LauncherZK
     pool_id: str
-    owns: Callable[[Node], bool]  # a node of the pool
+    provider_name: str
+    pool_name: str
     launches_servers: bool
+    index: NodeIndex = field(default_factory=NodeIndex)
     _last_free: float = 0.0
 
     def free_oldest(self) -> None:
         if not self.launches_servers:
             return
         zk = self.zk
-        nodes = [n for n in zk.nodes() if self.owns(n)]
-        if any(n.state is NodeState.DELETING for n in nodes):
+        if self.index.count(self.provider_name, self.pool_name, NodeState.DELETING):
             return  # room is coming
         if time.monotonic() - self._last_free < 1.0:
             return
         idle = sorted(
-            (
-                n
-                for n in nodes
-                if n.state is NodeState.READY and not n.allocated_to and not zk.node_locked(n)
-            ),
+            (n for n in self.index.ready_free(self.provider_name, self.pool_name)
+             if not zk.node_locked(n)),
             key=lambda n: n.state_time or 0.0,
         )
         for node in idle:

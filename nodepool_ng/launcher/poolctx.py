@@ -15,6 +15,7 @@ from nodepool_ng.config.models import Config, PoolConfig, ProviderConfig
 from nodepool_ng.drivers.base import ProviderAdapter
 from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.ledger import PoolLedger
+from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.pool_quota import CLOUD_QUOTA_TTL, PoolQuota, UnusedNodeFreer
 from nodepool_ng.launcher.runner import ProviderRunner
 from nodepool_ng.launcher.stats import LauncherStats
@@ -36,14 +37,16 @@ class PoolContext:
     cloud_quota_ttl: float = CLOUD_QUOTA_TTL
     # What this pool promised: the one owner of that state.
     ledger: PoolLedger = field(default_factory=PoolLedger)
+    # The launcher's index of the node cache (`node_index.py`; empty: a test without nodes).
+    index: NodeIndex = field(default_factory=NodeIndex)
     quota: PoolQuota = field(init=False)
     freer: UnusedNodeFreer = field(init=False)
 
     def __post_init__(self) -> None:
         self.quota = PoolQuota(self.provider, self.pool, self.pool_id, self.zk, self.adapter,
-                               self.ledger, self.cloud_quota_ttl)
-        self.freer = UnusedNodeFreer(self.zk, self.pool_id, self.owns,
-                                     self.provider.launches_servers)
+                               self.ledger, self.cloud_quota_ttl, self.index)
+        self.freer = UnusedNodeFreer(self.zk, self.pool_id, self.provider.name, self.pool.name,
+                                     self.provider.launches_servers, self.index)
 
     def info(self, paused: bool = False) -> PoolInfo:
         return PoolInfo(

@@ -16,6 +16,7 @@ import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.options import LauncherOptions
 from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.poolctx import PoolContext
@@ -68,6 +69,8 @@ class Providers:
     # name -> running provider (`Launcher.providers`); changed under `lock`.
     by_name: dict[str, RunningProvider] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # The launcher's index of the node cache, shared by every pool (`node_index.py`).
+    node_index: NodeIndex = field(default_factory=NodeIndex)
 
     def mine(self, config: Config) -> dict[str, ProviderConfig]:
         """The providers of `config` this process runs (`LauncherOptions.providers`)."""
@@ -150,6 +153,7 @@ class Providers:
             wake=lambda: None,
             stats=self.stats,
             cloud_quota_ttl=self.options.cloud_quota_ttl,
+            index=self.node_index,
         )
         info = ctx.info()
         component = PoolComponent(

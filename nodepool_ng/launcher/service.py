@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,14 @@ from nodepool_ng.launcher.assignment import PoolInfo
 from nodepool_ng.launcher.cleanup import CleanupWorker
 from nodepool_ng.launcher.deleter import DeletedNodeWorker
 from nodepool_ng.launcher.min_ready import MinReadyWorker, labels_to_keep
+from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.options import LauncherOptions
 from nodepool_ng.launcher.pool import PoolWorker
 from nodepool_ng.launcher.providers import AdapterFactory, Providers, RunningProvider
 from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import ReadyUploads, StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent
+from nodepool_ng.model.node import Node
 from nodepool_ng.nodescan import NodeScanner
 from nodepool_ng.runtime.loop import Worker
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
@@ -94,17 +97,22 @@ class Launcher:
         self.zk = StoresView(
             self.node_store, self.request_store, self._pool_infos, self.ready_uploads
         )
+        # The node cache's derived state (usage, READY nodes, the deleter's candidates), fed
+        # by the node listener below before it wakes anyone.
+        self.node_index = NodeIndex()
         self.scanner = NodeScanner()
         paused = self._zk_paused
         self._providers = providers = Providers(
             self.options, lambda: self.config, self.zk, self.registry, self._scan, self.stats,
-            paused, self._adapter_factory, by_name=self.providers, lock=self._lock)
+            paused, self._adapter_factory, by_name=self.providers, lock=self._lock,
+            node_index=self.node_index)
         self.deleter = DeletedNodeWorker(
             self.zk, providers.runners, self.options.deleter_interval, paused,
-            busy=providers.held_nodes,
+            busy=providers.held_nodes, index=self.node_index,
         )
         self.min_ready = MinReadyWorker(
-            self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused
+            self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused,
+            index=self.node_index,
         )
         self.cleanup = CleanupWorker(
             self.zk,
@@ -123,7 +131,7 @@ class Launcher:
             "ConfigWorker", self.options.config_interval, target=self._check_config
         )
         listeners = _Listeners(providers, self.deleter, self.min_ready, self.cleanup,
-                               self._stopped)
+                               self._stopped, self.node_index, self.node_store.cached_nodes)
         client.add_state_listener(listeners.on_zk_state)
         client.add_session_listener(listeners.on_new_session)
         self.node_store.add_listener(listeners.on_node)
@@ -260,6 +268,8 @@ class _Listeners:
     min_ready: Worker
     cleanup: Worker
     stopped: threading.Event
+    node_index: NodeIndex
+    cached_nodes: Callable[[], list[Node]]
 
     def on_zk_state(self, state: ConnectionState) -> None:
         # Workers pause by themselves while disconnected (`_zk_paused`); an expiry also took
@@ -272,12 +282,16 @@ class _Listeners:
     def on_new_session(self) -> None:
         # The registry re-creates our components itself; caches reload on their own.
         log.info("New ZooKeeper session; components re-registered, carrying on")
+        # The cache re-reads its copy and reports every difference as a node event; the
+        # recount is a safety net that costs one walk per session.
+        self.node_index.rebuild(self.cached_nodes)
         self.providers.wake_pools()
         self.deleter.wake()
         self.min_ready.wake()
         self.cleanup.wake()
 
     def on_node(self, node_id: str, node: Any) -> None:
+        self.node_index.on_node(node_id, node)  # first: whoever is woken reads it
         self.providers.node_seen(node_id)  # the cache accounts for it from now on
         self.providers.wake_pools()
         self.deleter.wake()

@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodepool_ng.config.loader import load_config
-from nodepool_ng.launcher.node_index import NodeIndex, UsageKey
+from nodepool_ng.launcher.ledger import PoolLedger
+from nodepool_ng.launcher.node_index import NodeIndex
+from nodepool_ng.launcher.pool_quota import PoolQuota
 from nodepool_ng.model.node import CLEANUP_STATES, Node, NodeState
 from nodepool_ng.model.quota import Quota
 
@@ -200,40 +202,15 @@ def check(index: NodeIndex, nodes: list[Node], cfg: Any) -> None:
             for label in ("small", "large", "unknown"):
                 assert [n.id for n in index.ready_free(provider, pool, label)
                         if not locked(n)] == claim_candidates(nodes, provider, pool, label)
-            assert usage(index, pcfg, pool_cfg) == (
-                recount(nodes, pcfg, pool_cfg, pool_only=True),
-                recount(nodes, pcfg, pool_cfg, pool_only=False))
-
-
-def label_cost(pool_cfg: Any, label: str) -> Quota:
-    # PoolQuota.label_cost with FakeAdapter
-    return COSTS[label] if pool_cfg.label(label) is not None else Quota.of(instances=1)
-
-
-def node_cost(pool_cfg: Any, node: Node) -> Quota:
-    if node.resources:
-        return Quota({k: float(v) for k, v in node.resources.items()})
-    return label_cost(pool_cfg, node.label or "")
-
-
-def recount(nodes: list[Node], pcfg: Any, pool_cfg: Any, pool_only: bool) -> Quota:
-    # PoolQuota._usage before the index (without the ledger's part)
-    return Quota.total(
-        node_cost(pool_cfg, n) for n in nodes
-        if n.provider == pcfg.name and n.state is not NodeState.DELETED
-        and (not pool_only or n.pool == pool_cfg.name))
-
-
-def group_cost(pool_cfg: Any, key: UsageKey, count: int) -> Quota:
-    label, resources = key
-    cost = Quota(dict(resources)) if resources else label_cost(pool_cfg, label)
-    return Quota({k: v * count for k, v in cost.resources.items()})
-
-
-def usage(index: NodeIndex, pcfg: Any, pool_cfg: Any) -> tuple[Quota, Quota]:
-    mine, everyone = index.usage(pcfg.name, pool_cfg.name)
-    return (Quota.total(group_cost(pool_cfg, k, n) for k, n in mine),
-            Quota.total(group_cost(pool_cfg, k, n) for k, n in everyone))
+            ledger = PoolLedger()
+            ledger.note_created(IDS[3], Quota.of(instances=1, cores=3))  # maybe cached
+            ledger.note_created("9999999999", Quota.of(instances=1))  # never cached
+            ledger.reserve(Quota.of(instances=1, ram=10))
+            quota = PoolQuota(pcfg, pool_cfg, f"h-{provider}-{pool}", None,  # type: ignore[arg-type]
+                              FakeAdapter(), ledger, index=index)  # type: ignore[arg-type]
+            pool_usage, provider_usage = quota.usage()
+            assert pool_usage == quota.recount(nodes, pool_only=True)
+            assert provider_usage == quota.recount(nodes, pool_only=False)
 
 
 @settings(max_examples=1000, deadline=None,
@@ -262,3 +239,13 @@ def test_rebuild_while_events_arrive_keeps_the_last_word() -> None:
     index.on_node(IDS[0], None)
     assert len(index) == 0 and index.deleter_nodes() == []
     assert index.usage("p1", "main") == ([], [])
+
+
+def test_a_ready_node_without_labels_is_free_in_its_pool() -> None:
+    """The freer deletes any READY unallocated node of the pool, labelled or not."""
+    node = Node(id=IDS[0], provider="p1", pool="main", state=NodeState.READY, type=[])
+    index = NodeIndex.of([node])
+    assert index.ready_free("p1", "main") == [node]
+    assert index.ready_free("p1", "main", "small") == []
+    index.on_node(IDS[0], None)
+    assert index.ready_free("p1", "main") == []
