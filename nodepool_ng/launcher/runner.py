@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodepool_ng.drivers.base import Instance, LaunchSpec, ProviderAdapter, StateMachine
 from nodepool_ng.errors import (
@@ -114,6 +115,16 @@ class DeleteTask:
     retry: Backoff = field(default_factory=lambda: Backoff(*DELETE_BACKOFF))
 
 
+@dataclass(frozen=True)
+class Relock:
+    """After a ZooKeeper session expiry: the node of a launch in flight is locked by `lock`
+    again (None: it could not be re-taken). The runner owns the task, so the runner's
+    thread sets it."""
+
+    task: LaunchTask
+    lock: Any
+
+
 class ProviderRunner(Worker):
     def __init__(
         self,
@@ -133,7 +144,7 @@ class ProviderRunner(Worker):
         self.scan_starter = scan_starter
         self.stats = stats or LauncherStats()
         self.poll_interval = poll_interval
-        self._incoming: queue.SimpleQueue[LaunchTask | DeleteTask] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[LaunchTask | DeleteTask | Relock] = queue.SimpleQueue()
         self._launches: list[LaunchTask] = []
         self._deletes: list[DeleteTask] = []
         self._count_lock = threading.Lock()
@@ -159,6 +170,11 @@ class ProviderRunner(Worker):
     ) -> None:
         deadline = time.monotonic() + DELETE_TIMEOUT
         self._incoming.put(DeleteTask(node_id, external_id, on_done, deadline))
+        self.wake()
+
+    def relock(self, task: LaunchTask, lock: Any) -> None:
+        """The node of `task` is locked by `lock` now (None: lost); see `Relock`."""
+        self._incoming.put(Relock(task, lock))
         self.wake()
 
     @property
@@ -198,6 +214,8 @@ class ProviderRunner(Worker):
                 break
             if isinstance(item, LaunchTask):
                 self._launches.append(item)
+            elif isinstance(item, Relock):
+                item.task.node.lock = item.lock
             else:
                 self._deletes.append(item)
         if self.health.probe_due():

@@ -13,13 +13,14 @@ unlocked nodes are still ours (`PoolLedger.held_nodes`) and the cleanup which re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nodepool_ng.model.node import Node
 from nodepool_ng.model.request import RequestState
 
 if TYPE_CHECKING:
     from nodepool_ng.launcher.handler import RequestHandler
+    from nodepool_ng.launcher.runner import LaunchTask
 
 
 def relock_handler(handler: RequestHandler) -> bool:
@@ -32,19 +33,26 @@ def relock_handler(handler: RequestHandler) -> bool:
             zk.unlock_request(fresh)
         handler.log.warning("Lost the request with the ZooKeeper session; giving it up")
         handler.request.lock = None  # its znode went with the old session
-        for node, _task in held:
-            node.lock = None
+        for node, task in held:
+            _set_lock(handler, node, task, None)
         return False
     handler.request.lock = fresh.lock
-    for node, _task in held:
+    for node, task in held:
         holder = Node(id=node.id)
-        # A launch in flight: the runner checks this lock before it reports the node
-        # (`runner._lock_held`), so the new lock is handed to it on its node.
         if zk.lock_node(holder):
-            node.lock = holder.lock
+            _set_lock(handler, node, task, holder.lock)
         else:
             # Somebody else holds it now; the handler declines if the node does not finish.
-            node.lock = None
+            _set_lock(handler, node, task, None)
             handler.log.warning("Could not re-lock node %s after the session expired", node.id)
     handler.log.info("Re-locked request and nodes after the ZooKeeper session expired")
     return True
+
+
+def _set_lock(handler: RequestHandler, node: Node, task: LaunchTask | None, lock: Any) -> None:
+    """A node of ours gets its new lock; a launch in flight's node belongs to the runner,
+    which checks the lock before it reports the node (`runner._lock_held`): sent to it."""
+    if task is None:
+        node.lock = lock
+    else:
+        handler.ctx.runner.relock(task, lock)
