@@ -7,26 +7,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nodepool_ng.drivers.openstack import OpenStackAdapter
-from tests.drivers.test_openstack_adapter import run, spec
+from tests.drivers.test_openstack_adapter import Provider, run, spec
 from tests.fixtures.simcloud import SimCloudFixture, simcloud_profile
 
 LOG = logging.getLogger("test")
-
-
-@dataclass(frozen=True)
-class Provider:
-    name: str = "prov"
-    cloud: str = "sim-a"
-    region_name: str | None = None
-    rate: float = 0.0
-    launch_timeout: int = 60
 
 
 @pytest.fixture

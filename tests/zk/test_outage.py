@@ -82,80 +82,83 @@ def test_partial_tls_config_is_rejected() -> None:
         ZooKeeperClient("127.0.0.1:2281", tls_cert="/c.pem")
 
 
-
-def test_a_lost_contender_delete_is_sent_again(own_server: ZooKeeperServer) -> None:
-    """A release whose delete is lost to ConnectionLoss (the session lives on, and so would
-    the contender: later it holds the lock and nobody can lock the record again) is sent
-    again. The loss is injected at kazoo's call: timing a real drop to hit one request in
-    flight is not deterministic."""
+@pytest.fixture
+def two_sessions(
+    own_server: ZooKeeperServer,
+) -> Iterator[tuple[ZooKeeperClient, ZooKeeperClient]]:
+    """Our client and another session, to see our locks from outside."""
     client = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
     other = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
     client.start(timeout=10)
     other.start(timeout=10)
     try:
-        nodes = NodeStore(client)
-        node = Node(state=NodeState.READY, type=["a"])
-        nodes.create(node)
-        nodes.lock(node)
-        real_delete = client.kazoo.delete_async
-        lost: list[str] = []
-
-        def lose_first(path: str, *args: Any, **kwargs: Any) -> Any:
-            if "__lock__" in path and not lost:
-                lost.append(path)
-                raise ConnectionLoss()
-            return real_delete(path, *args, **kwargs)
-
-        client.kazoo.delete_async = lose_first  # type: ignore[method-assign]
-        nodes.unlock(node)
-        assert lost
-        theirs = Node(id=node.id)
-        wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
-                 what="the lock free for another session")
+        yield client, other
     finally:
         client.stop()
         other.stop()
 
 
+def test_a_lost_contender_delete_is_sent_again(
+    two_sessions: tuple[ZooKeeperClient, ZooKeeperClient],
+) -> None:
+    """A release whose delete is lost to ConnectionLoss (the session lives on, and so would
+    the contender: later it holds the lock and nobody can lock the record again) is sent
+    again. The loss is injected at kazoo's call: timing a real drop to hit one request in
+    flight is not deterministic."""
+    client, other = two_sessions
+    nodes = NodeStore(client)
+    node = Node(state=NodeState.READY, type=["a"])
+    nodes.create(node)
+    nodes.lock(node)
+    real_delete = client.kazoo.delete_async
+    lost: list[str] = []
+
+    def lose_first(path: str, *args: Any, **kwargs: Any) -> Any:
+        if "__lock__" in path and not lost:
+            lost.append(path)
+            raise ConnectionLoss()
+        return real_delete(path, *args, **kwargs)
+
+    client.kazoo.delete_async = lose_first  # type: ignore[method-assign]
+    nodes.unlock(node)
+    assert lost
+    theirs = Node(id=node.id)
+    wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
+             what="the lock free for another session")
+
+
 def test_a_contender_whose_create_answer_was_lost_is_removed(
-    own_server: ZooKeeperServer,
+    two_sessions: tuple[ZooKeeperClient, ZooKeeperClient],
 ) -> None:
     """A lock attempt whose contender create was applied but answered with ConnectionLoss
     (the answer lost with the connection): the attempt fails, and the contender our session
     owns under a name nobody knows is found by its prefix and deleted, or it would hold the
     lock forever. Injected at kazoo's call, as above: the create really happens."""
-    client = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
-    other = ZooKeeperClient(own_server.hosts, session_timeout=20.0, operation_timeout=2.0)
-    client.start(timeout=10)
-    other.start(timeout=10)
-    try:
-        nodes = NodeStore(client)
-        node = Node(state=NodeState.READY, type=["a"])
-        nodes.create(node)
-        nodes.lock(node)  # the lock dir exists from now on: the next lock creates a contender
-        nodes.unlock(node)
-        real_create = client.kazoo.create_async
-        lost: list[str] = []
+    client, other = two_sessions
+    nodes = NodeStore(client)
+    node = Node(state=NodeState.READY, type=["a"])
+    nodes.create(node)
+    nodes.lock(node)  # the lock dir exists from now on: the next lock creates a contender
+    nodes.unlock(node)
+    real_create = client.kazoo.create_async
+    lost: list[str] = []
 
-        def applied_but_lost(path: str, *args: Any, **kwargs: Any) -> Any:
-            if "__lock__" not in path or lost:
-                return real_create(path, *args, **kwargs)
-            lost.append(real_create(path, *args, **kwargs).get(timeout=5))
-            answer = client.kazoo.handler.async_result()
-            answer.set_exception(ConnectionLoss())
-            return answer
+    def applied_but_lost(path: str, *args: Any, **kwargs: Any) -> Any:
+        if "__lock__" not in path or lost:
+            return real_create(path, *args, **kwargs)
+        lost.append(real_create(path, *args, **kwargs).get(timeout=5))
+        answer = client.kazoo.handler.async_result()
+        answer.set_exception(ConnectionLoss())
+        return answer
 
-        client.kazoo.create_async = applied_but_lost  # type: ignore[method-assign]
-        with pytest.raises(LockError):
-            nodes.lock(node)
-        assert lost and other.kazoo.exists(lost[0]) is not None  # the stray contender
-        theirs = Node(id=node.id)
-        wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
-                 what="the lock free for another session")
-        assert other.kazoo.exists(lost[0]) is None
-    finally:
-        client.stop()
-        other.stop()
+    client.kazoo.create_async = applied_but_lost  # type: ignore[method-assign]
+    with pytest.raises(LockError):
+        nodes.lock(node)
+    assert lost and other.kazoo.exists(lost[0]) is not None  # the stray contender
+    theirs = Node(id=node.id)
+    wait_for(lambda: _try_lock(NodeStore(other), theirs), timeout=10,
+             what="the lock free for another session")
+    assert other.kazoo.exists(lost[0]) is None
 
 
 def _try_lock(store: NodeStore, node: Node) -> bool:
