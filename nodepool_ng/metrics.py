@@ -1,4 +1,4 @@
-"""Every metric nodepool_ng emits (spec §8), and the one client factory.
+"""Every metric nodepool_ng emits (upstream's statsd names first), and the one client factory.
 
 Names are upstream Nodepool's statsd keys; doc/metrics.md lists them for operators, with
 the Prometheus family each maps to. Emitters (`launcher/stats.py`, `builder/stats.py`, the
@@ -30,7 +30,7 @@ BUILDER_GAUGES = ("current_builds", "current_uploads", "build_workers", "upload_
 # `nodepool.dib_image_build.<image>.status.<name>`: rc (gauge), duration (timer, ms),
 # last_build (gauge, epoch seconds).
 BUILD_STATUS = ("rc", "duration", "last_build")
-# `...build.state` / `...upload.state` gauge values (spec §8).
+# `...build.state` / `...upload.state` gauge values (upstream's).
 IMAGE_STATE_VALUES = {"idle": 0, "building": 1, "uploading": 2, "paused": 3}
 
 

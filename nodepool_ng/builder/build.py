@@ -1,4 +1,4 @@
-"""BuildWorker: decide which diskimages need a build, build them, record the result (spec §5).
+"""BuildWorker: decide which diskimages need a build, build them, record the result.
 
 A build is needed when the image has no READY build, its newest READY build is older than
 `rebuild-age`, lacks a format the providers need, or a manual build was requested. The image

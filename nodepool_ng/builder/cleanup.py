@@ -1,4 +1,4 @@
-"""CleanupWorker: rotation and repair of builds and uploads (spec §5, "Retention / cleanup").
+"""CleanupWorker: rotation and repair of builds and uploads.
 
 Each pass, per image:
 - keep the 2 newest READY builds (none once the image left the config), the newest FAILED

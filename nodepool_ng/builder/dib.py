@@ -1,4 +1,4 @@
-"""Running diskimage-builder: command line, environment, log file, time limit (spec §5).
+"""Running diskimage-builder: command line, environment, log file, time limit.
 
 The command is upstream's: `<dib-cmd> -x -t <fmts> --checksum --no-tmpfs
 [--qemu-img-options compat=0.10] -o <images-dir>/<image>-<build_id> <elements>`. DIB runs in its

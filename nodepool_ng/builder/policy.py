@@ -1,4 +1,4 @@
-"""Pure decisions of the builder: what to build, what to upload, what to keep (spec §5).
+"""Pure decisions of the builder: what to build, what to upload, what to keep.
 
 No I/O here: the workers read records from ZooKeeper, ask these functions, then act.
 """

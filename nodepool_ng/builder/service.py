@@ -1,4 +1,4 @@
-"""The builder daemon: workers, component registration, config reload, timing (spec §5).
+"""The builder daemon: workers, component registration, config reload, timing.
 
 Threads: N BuildWorkers, M UploadWorkers, one CleanupWorker (runtime.Worker each), plus an
 APScheduler BackgroundScheduler that drives the timing: periodic build checks (which carry

@@ -1,4 +1,4 @@
-"""What the builder reports to statsd and Prometheus (spec §8); the names live in
+"""What the builder reports to statsd and Prometheus (upstream's statsd families); the names live in
 `nodepool_ng.metrics`.
 
 A failing statsd never affects a build or an upload: errors are logged at debug level.

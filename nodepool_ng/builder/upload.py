@@ -1,4 +1,4 @@
-"""UploadWorker: put the newest READY build into every provider that uses it (spec §5).
+"""UploadWorker: put the newest READY build into every provider that uses it.
 
 Each worker walks provider x diskimage pairs and takes the build+provider upload lock
 non-blocking, so M workers upload M pairs in parallel and a slow or failing cloud only ties

@@ -1,4 +1,4 @@
-"""Component registration records (`/nodepool/components/<kind>/<hostname><seq>`, spec §1.6)."""
+"""Component registration records (`/nodepool/components/<kind>/<hostname><seq>`)."""
 
 from __future__ import annotations
 

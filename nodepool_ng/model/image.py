@@ -1,4 +1,4 @@
-"""ImageBuild and ImageUpload records (spec §1.4, §1.5)."""
+"""ImageBuild and ImageUpload records (upstream's JSON)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Node record (`/nodepool/nodes/<id>`), upstream `Node.toDict` JSON (spec §1.3)."""
+"""The Node record (`/nodepool/nodes/<id>`), upstream `Node.toDict` JSON."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class NodeState(StrEnum):
     DELETED = "deleted"
 
 
-# States in which an unlocked node is removed by the deleter (spec §2.1 step 6).
+# States in which an unlocked node is removed by the deleter (as upstream's DeletedNodeWorker does).
 CLEANUP_STATES = frozenset(
     {
         NodeState.USED,

@@ -1,4 +1,5 @@
-"""The NodeRequest record (`/nodepool/requests/<prio>-<seq>`), spec §1.2 and §11."""
+"""The NodeRequest record (`/nodepool/requests/<prio>-<seq>`): upstream's JSON, as Zuul 14
+writes and reads it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ComponentRegistry: ephemeral registrations under `/nodepool/components/<kind>/` (spec §1.6).
+"""ComponentRegistry: ephemeral registrations under `/nodepool/components/<kind>/` (upstream's).
 
 Each process registers its launcher/builder and one `pool` component per provider-pool. The
 znodes are ephemeral: after a session expiry the registry re-creates every component it

@@ -1,4 +1,4 @@
-"""Image stores: builds, uploads, pause flags, build requests and their locks (spec §1.1, §5).
+"""Image stores: builds, uploads, pause flags, build requests and their locks.
 
 Tree: `/nodepool/images/<image>/{pause,request-build,builds/<build>/providers/<p>/images/<u>}`.
 Build ids are uuid4 hex; upload ids are 10-digit sequences. The optional cache (one watch-driven

@@ -1,4 +1,4 @@
-"""Static providers in nodepool.yaml (spec §3.3): values, defaults, and errors by path."""
+"""Static providers in nodepool.yaml: values, defaults, and errors by path."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ ZUUL_REQUEST_KEYS = {
 
 
 def zuul_submit(kazoo_client: KazooClient, priority: int, labels: list[str]) -> str:
-    """Submit a request exactly as Zuul 14 does (spec §11): persistent sequence znode."""
+    """Submit a request exactly as Zuul 14 does: persistent sequence znode."""
     data = {
         "requestor_data": {"build_set_uuid": "bs", "tenant_name": "t", "pipeline_name": "check",
                            "job_uuid": "ju", "job_name": "j", "span_info": None},

@@ -1,4 +1,4 @@
-"""The static driver: hosts that already exist (spec §3.3). Nothing is booted or deleted.
+"""The static driver: hosts that already exist. Nothing is booted or deleted.
 
 The launcher registers each configured host as READY nodes (one per `max-parallel-jobs`
 slot, `drivers/static/registrar.py`) and hands them out like any ready node; a used node's record is

@@ -1,4 +1,4 @@
-"""The registry entry of `driver: static`: registered hosts, never booted (spec §3.3)."""
+"""The registry entry of `driver: static`: registered hosts, never booted."""
 
 from __future__ import annotations
 
