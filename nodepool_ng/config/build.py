@@ -127,6 +127,12 @@ def build_provider(raw: Raw) -> models.OpenStackProviderConfig:
     )
 
 
+def build_webapp(raw: Raw) -> models.WebappConfig:
+    """`webapp`, its `api-tokens` already merged with the secure file's."""
+    tokens = tuple(make_model(models.ApiTokenConfig, t) for t in raw.get("api-tokens") or [])
+    return make_model(models.WebappConfig, raw, api_tokens=tokens)
+
+
 def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> models.Config:
     """`secure_env`: diskimage name -> env-vars from the secure file (merged last)."""
     labels = {label["name"]: make_model(models.LabelConfig, label)
@@ -163,7 +169,7 @@ def build_config(raw: Raw, secure_env: Mapping[str, Raw]) -> models.Config:
             make_model(models.ZooKeeperServerConfig, s) for s in raw.get("zookeeper-servers") or []
         ),
         zookeeper_tls=make_model(models.ZooKeeperTLSConfig, tls) if tls else None,
-        webapp=make_model(models.WebappConfig, raw.get("webapp") or {}),
+        webapp=build_webapp(raw.get("webapp") or {}),
         # Upstream treats absent, 0 and negative alike: held nodes never expire.
         max_hold_age=max_hold_age if max_hold_age and max_hold_age > 0 else None,
         tenant_resource_limits=tenants,

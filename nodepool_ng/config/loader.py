@@ -126,6 +126,45 @@ def drop_empty_sections(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_api_tokens(
+    raw: Mapping[str, Any], secure: Mapping[str, Any], suffix: str
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """`webapp.api-tokens` of both files joined by name (the secure file's keys win), and
+    the problems: a name twice in one file, a token without a secret in either file, two
+    tokens with one secret, a label that is not in `labels`."""
+    errors: list[tuple[str, str]] = []
+    known_labels = {label["name"] for label in raw.get("labels") or []}
+    merged: dict[str, dict[str, Any]] = {}
+    where: dict[str, tuple[str, str]] = {}  # name -> (path of its first entry, suffix)
+    for source, extra in ((raw, ""), (secure, suffix)):
+        seen: set[str] = set()
+        for i, token in enumerate((source.get("webapp") or {}).get("api-tokens") or []):
+            path = f"webapp.api-tokens[{i}]"
+            name = token["name"]
+            if name in seen:
+                errors.append((f"{path}.name", f"duplicate api token {name!r}{extra}"))
+                continue
+            seen.add(name)
+            for j, label in enumerate(token.get("labels") or []):
+                if label not in known_labels:
+                    errors.append((f"{path}.labels[{j}]", f"unknown label {label!r}{extra}"))
+            merged.setdefault(name, {}).update(token)
+            where.setdefault(name, (path, extra))
+    secrets: dict[str, str] = {}
+    for name, token in merged.items():
+        path, extra = where[name]
+        secret = token.get("secret")
+        if secret is None:
+            errors.append((f"{path}.secret", f"api token {name!r} has no secret (give it "
+                           f"here or in the secure file){extra}"))
+        elif secret in secrets:
+            errors.append((f"{path}.secret", f"api token {name!r} has the same secret as "
+                           f"{secrets[secret]!r}{extra}"))
+        else:
+            secrets[secret] = name
+    return list(merged.values()), errors
+
+
 def load_config(
     path: str | os.PathLike[str],
     secure_path: str | os.PathLike[str] | None = None,
@@ -158,9 +197,13 @@ def config_from_dicts(
 
     errors = checks.check_config(raw)
     errors += checks.check_secure_diskimages(secure, raw, suffix)
+    tokens, token_errors = merge_api_tokens(raw, secure, suffix)
+    errors += token_errors
     schema.raise_errors(errors)
 
     merged = dict(raw)
+    if tokens:
+        merged["webapp"] = {**(raw.get("webapp") or {}), "api-tokens": tokens}
     if secure.get("zookeeper-servers"):
         merged["zookeeper-servers"] = secure["zookeeper-servers"]
     if secure.get("zookeeper-tls"):

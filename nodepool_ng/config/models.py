@@ -46,9 +46,22 @@ class ZooKeeperTLSConfig:
 
 
 @dataclass(frozen=True)
+class ApiTokenConfig:
+    """`webapp.api-tokens[]`: one bearer token of the REST request API. `name` is the
+    requestor of its node requests; `labels` None allows every label; `max_nodes` None: no
+    limit on the nodes it holds and has requested at once."""
+
+    name: str
+    secret: str = field(repr=False)
+    labels: tuple[str, ...] | None = None
+    max_nodes: int | None = None
+
+
+@dataclass(frozen=True)
 class WebappConfig:
     port: int = 8005
     listen_address: str = "0.0.0.0"
+    api_tokens: tuple[ApiTokenConfig, ...] = ()  # none: the REST request API is off
 
 
 @dataclass(frozen=True)

@@ -126,9 +126,44 @@ TENANT_RESOURCE_LIMIT = {
     str: _int,
 }
 
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number <= 0:
+        raise v.Invalid("must be greater than 0")
+    return number
+
+
+API_TOKEN_SECRET_MIN = 16  # characters: a bearer token must not be guessable
+
+
+def _token_name(value: Any) -> str:
+    # The name is the requestor of the token's node requests and a metric label value.
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise v.Invalid("expected a non-empty name without spaces")
+    return value
+
+
+def _token_secret(value: Any) -> str:
+    if not isinstance(value, str):
+        raise v.Invalid("expected str")
+    if len(value) < API_TOKEN_SECRET_MIN:
+        raise v.Invalid(f"must be at least {API_TOKEN_SECRET_MIN} characters")
+    return value
+
+
+# `webapp.api-tokens[]`: who may use the REST request API (`nodepool_ng/api/`). A token's
+# `secret` may be given here or by an entry of the same name in the secure file
+# (`loader.merge_api_tokens` joins them; a token must end up with one).
+API_TOKEN = {
+    v.Required("name"): _token_name,
+    "secret": _token_secret,
+    "labels": [str],
+    "max-nodes": _positive_int,
+}
+
 TOP_LEVEL = v.Schema(
     {
-        "webapp": {"port": _int, "listen_address": str},
+        "webapp": {"port": _int, "listen_address": str, "api-tokens": [API_TOKEN]},
         "elements-dir": str,
         "images-dir": str,
         "build-log-dir": str,
@@ -152,6 +187,7 @@ SECURE = v.Schema(
         "zookeeper-servers": [ZOOKEEPER_SERVER],
         "zookeeper-tls": ZOOKEEPER_TLS,
         "diskimages": [{v.Required("name"): str, v.Required("env-vars"): StrDict}],
+        "webapp": {"api-tokens": [API_TOKEN]},
     }
 )
 
