@@ -5,7 +5,7 @@ headers, in upstream's order) and one dict per row. Rows carry ages as epoch sec
 app's JSON form); the text renderer turns those into `DD:HH:MM:SS`.
 
 Builders take plain views of the records (`NodeView`, ...) so they need neither ZooKeeper nor
-a particular store; `nodepool_ng.cmd.admin` and `nodepool_ng.webapp` fill the views.
+a particular store; `nodepool_ng.cmd.admin` and `nodepool_ng.web` fill the views.
 """
 
 from __future__ import annotations
@@ -280,3 +280,27 @@ def image_status(images: Iterable[ImageStatusView]) -> Table:
             }
         )
     return Table(IMAGE_STATUS_COLUMNS, rows, age_keys=frozenset({"build_request_age"}))
+
+
+# -- a launcher's own view of its providers (the status page) --------------------------------
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """One pool as its launcher sees it now."""
+
+    pool: str
+    at_quota: bool | None  # no label of the pool fits now; None: no quota (registered hosts)
+    servers: int  # nodes the pool counts against its quota (not deleted)
+    max_servers: int | None  # None: unlimited
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """One provider a launcher process runs: its cloud's health (circuit breaker state:
+    `healthy`, `open` or `ramping`), launches under way, and its pools."""
+
+    name: str
+    health: str
+    launches_in_flight: int
+    pools: tuple[PoolStatus, ...] = ()

@@ -335,6 +335,14 @@ class ZooKeeperStatusSource:
             return self.data.image_status_table()
         raise ZooKeeperError(f"unknown status table {name!r}")
 
+    def request_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(request id, upstream JSON) of every node request (the status page: ages)."""
+        return [(str(r.id), r.to_dict()) for r in self.data.nodes.request_store.read_all()]
+
+    def pool_records(self) -> list[dict[str, Any]]:
+        """Upstream JSON of every registered pool component (provider, labels, paused)."""
+        return [c.to_dict() for c in self.data.nodes.components.pools()]
+
 
 def _host() -> str:
     return socket.gethostname()

@@ -18,7 +18,7 @@ import argparse
 import faulthandler
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
@@ -28,8 +28,10 @@ from nodepool_ng.runtime.signals import install_signal_handlers
 from nodepool_ng.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
     from nodepool_ng.launcher.service import Launcher
-    from nodepool_ng.webapp import WebApp
+    from nodepool_ng.web.server import WebApp
 
 PROG = "nodepool-launcher"
 log = logging.getLogger("nodepool_ng.cmd.launcher")
@@ -143,15 +145,22 @@ def _check_config_now(launcher: Launcher) -> None:
         worker.wake()
 
 
+def web_mounts(launcher: Launcher) -> Mapping[str, WSGIApplication]:
+    """WSGI applications the web app serves under a path prefix, before its own routes
+    (prefix -> application, e.g. `{"/api/v1": api}`); the one place they are built."""
+    return {}
+
+
 def _start_webapp(launcher: Launcher, ready: Callable[[], bool]) -> WebApp | None:
     """The status web app (webapp.port from the config); failures only logged."""
-    from nodepool_ng.webapp import WebApp
+    from nodepool_ng.web.server import WebApp
 
     try:
         cfg = launcher.config.webapp
         app = WebApp(
             lambda: launcher.zk_client, lambda: launcher.config, host=cfg.listen_address,
-            port=cfg.port, ready_check=ready,
+            port=cfg.port, ready_check=ready, launcher_status=launcher.provider_status,
+            mounts=web_mounts(launcher),
         )
         app.start()
         return app

@@ -37,8 +37,10 @@ from nodepool_ng.launcher.stats import LauncherStats
 from nodepool_ng.launcher.zkview import ReadyUploads, StoresView
 from nodepool_ng.model.component import ComponentState, LauncherComponent
 from nodepool_ng.model.node import Node
+from nodepool_ng.model.quota import INSTANCES
 from nodepool_ng.nodescan import NodeScanner
 from nodepool_ng.runtime.loop import Worker
+from nodepool_ng.status import PoolStatus, ProviderStatus
 from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.components import ComponentRegistry
 from nodepool_ng.zk.election import LeaderElection
@@ -212,6 +214,25 @@ class Launcher:
             old, self.config = self.config, new
             self._providers.apply(old, new)
         self.min_ready.wake()
+
+    def provider_status(self) -> list[ProviderStatus]:
+        """Read-only, any thread (the status page): each running provider's circuit breaker
+        state, launches under way and, per pool, its quota usage and whether no label of it
+        fits now."""
+        with self._lock:
+            running = sorted(self.providers.values(), key=lambda p: p.config.name)
+        out = []
+        for provider in running:
+            pools = []
+            for name, pool in sorted(provider.pools.items()):
+                quota, pool_cfg = pool.ctx.quota, pool.ctx.pool
+                at_quota = (not any(quota.has_room(label) for label in pool_cfg.label_names)
+                            if provider.config.launches_servers else None)
+                servers = int(quota.usage()[0].get(INSTANCES))
+                pools.append(PoolStatus(name, at_quota, servers, pool_cfg.max_servers))
+            out.append(ProviderStatus(provider.config.name, str(provider.runner.health.state),
+                                      provider.runner.active_launches, tuple(pools)))
+        return out
 
     # -- views for the workers -------------------------------------------------------------
     def _zk_paused(self) -> bool:

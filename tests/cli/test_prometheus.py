@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodepool_ng.builder.service import Builder
 from nodepool_ng.launcher.service import Launcher, LauncherOptions
 from nodepool_ng.model.image import UploadState
-from nodepool_ng.webapp import WebApp
+from nodepool_ng.web.server import WebApp
 from nodepool_ng.zk import paths
 from tests.builder.support import diskimage, provider, read_uploads, write_config
 from tests.builder.test_upload import FAST as BUILDER_FAST

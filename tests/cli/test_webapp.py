@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient
 
-from nodepool_ng.webapp import WebApp
+from nodepool_ng.web.server import WebApp
 from nodepool_ng.zk.client import ZooKeeperClient
 from tests.cli.conftest import write_node
 from tests.fixtures.zookeeper import ZooKeeperChroot

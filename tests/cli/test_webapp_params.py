@@ -10,7 +10,7 @@ import json
 import pytest
 from kazoo.client import KazooClient
 
-from nodepool_ng.webapp import WebApp
+from nodepool_ng.web.server import WebApp
 from tests.cli import test_webapp as base
 from tests.cli.conftest import write_node
 

@@ -197,7 +197,8 @@ PLANTED = {
     ),
     "cmd/__init__.py": "",
     "cmd/output.py": "",
-    "webapp.py": "import kazoo\nfrom pkg.cmd.output import render\n",
+    "web/__init__.py": "",
+    "web/app.py": "import kazoo\nfrom pkg.cmd.output import render\n",
     "errors.py": "",
     "self.py": "import pkg.self\n",
 }

@@ -17,7 +17,7 @@ from nodepool_ng.events.observers import RequestLatency
 from nodepool_ng.metrics import Key, TeeClient
 from nodepool_ng.model.request import NodeRequest, RequestState
 from nodepool_ng.prometheus import PrometheusSink
-from nodepool_ng.webapp import WebApp
+from nodepool_ng.web.server import WebApp
 
 
 class Recorder:
