@@ -99,8 +99,9 @@ def state_key(state: str) -> tuple[int, str]:
     return (STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER), state)
 
 
-def badge(state: Any) -> str:
-    text = esc(state)
+def badge(state: Any, text: str | None = None) -> str:
+    """`state` as a coloured tag (CSS class `st-<state>`), showing `text` or the state."""
+    text = esc(state if text is None else text)
     css = "".join(c if c.isalnum() else "-" for c in str(state or "unknown"))
     return f'<span class="st st-{css}">{text}</span>'
 
@@ -159,7 +160,8 @@ def providers_section(data: PageData) -> str:
         if pool_status is None or pool_status.at_quota is None:
             quota = '<span class="dim">n/a</span>' if pool_status else ""
         else:
-            quota = badge("at-quota") if pool_status.at_quota else '<span class="dim">no</span>'
+            quota = (badge("at-quota", "at quota") if pool_status.at_quota
+                     else '<span class="dim">no</span>')
         if pool_status is not None:
             limit = "∞" if pool_status.max_servers is None else str(pool_status.max_servers)
             servers = f"{pool_status.servers} / {limit}"
@@ -198,7 +200,9 @@ def waiting_reasons(request: Mapping[str, Any], data: PageData) -> list[str]:
                   if (p.get("provider_name"), p.get("name")) in at_quota)
     if full:
         reasons.append(f"at quota: {', '.join(full)}")
-    unhealthy = sorted(p.name for p in data.providers or () if p.health != "healthy")
+    providers = {p.get("provider_name") for p in capable}
+    unhealthy = sorted(p.name for p in data.providers or ()
+                       if p.health != "healthy" and p.name in providers)
     if unhealthy:
         reasons.append(f"cloud not healthy: {', '.join(unhealthy)}")
     if request.get("state") == "pending" and request.get("provider"):
