@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(zookeeper mosquitto qemu-utils openssh-server openssh-client)
+# chromium: the status page test renders the page headless (tests/cli/test_status_page.py).
+APT_PACKAGES=(zookeeper mosquitto qemu-utils openssh-server openssh-client chromium)
 # ZooKeeper needs a JRE; any java on the PATH will do, else Debian's default one.
 command -v java >/dev/null 2>&1 || APT_PACKAGES+=(default-jre-headless)
 
