@@ -36,7 +36,7 @@ def help_options(main: Callable[[list[str]], object], argv: list[str],
                  capsys: pytest.CaptureFixture[str]) -> set[str]:
     """The options `--help` lists (hidden ones excluded), read from the real parser."""
     with pytest.raises(SystemExit):
-        main(argv + ["--help"])
+        main([*argv, "--help"])
     usage = capsys.readouterr().out
     return set(OPTION.findall(usage.split("options:", 1)[-1])) - {"-h", "--help"}
 
