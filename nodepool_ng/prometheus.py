@@ -113,3 +113,17 @@ SINK = PrometheusSink(REGISTRY)
 def exposition(registry: CollectorRegistry | None = None) -> tuple[str, bytes]:
     """(content type, body) of the text format for `registry` (default: this process's)."""
     return CONTENT_TYPE_LATEST, generate_latest(registry or REGISTRY)
+
+
+# -- the REST request API (`nodepool_ng/api/`): Prometheus only, no upstream statsd name ----
+# `token` is the API token's name (never its secret); "-" when the call carried none.
+API_CALLS = Counter(
+    "nodepool_api_requests", "REST request API calls by token and outcome (HTTP status)",
+    ("token", "status"), registry=REGISTRY)
+API_LEASES_HELD = Gauge(
+    "nodepool_api_leases_held",
+    "Fulfilled REST API leases whose nodes this launcher's lease keeper holds, by token",
+    ("token",), registry=REGISTRY)
+API_LEASE_EXPIRIES = Counter(
+    "nodepool_api_lease_expiries", "REST API leases that lapsed (their nodes taken back or "
+    "their request cancelled), by token", ("token",), registry=REGISTRY)

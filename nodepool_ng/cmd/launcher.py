@@ -148,7 +148,9 @@ def _check_config_now(launcher: Launcher) -> None:
 def web_mounts(launcher: Launcher) -> Mapping[str, WSGIApplication]:
     """WSGI applications the web app serves under a path prefix, before its own routes
     (prefix -> application, e.g. `{"/api/v1": api}`); the one place they are built."""
-    return {}
+    from nodepool_ng.api.app import ApiApp
+
+    return {"/api/v1": ApiApp(lambda: launcher.api, lambda: launcher.config)}
 
 
 def _start_webapp(launcher: Launcher, ready: Callable[[], bool]) -> WebApp | None:

@@ -11,6 +11,10 @@ Locked nodes are somebody's (ours while building, Zuul's while in use): never to
 nor are nodes `busy` says our handlers hold (after a session expiry their locks are gone
 until the pool worker re-takes them).
 
+An unlocked `in-use` node held for a REST API lease that is still valid (`leased`: a
+direct read of the lease its `user_data` names) is left alone and looked at again after
+LEASE_RECHECK: its lease keeper died and another launcher's keeper is about to re-lock it.
+
 Taking a node for deletion (lock, re-read, `deleting`) is ~6 ZooKeeper round trips; done one
 node after the other that capped the launcher at a few deletions per 100 ms (and so at a
 few requests/s once the pool is at quota), so they run on a small bounded executor.
@@ -19,6 +23,7 @@ few requests/s once the pool is at quota), so they run on a small bounded execut
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +37,7 @@ from nodepool_ng.runtime.loop import Worker
 
 DELETE_STARTERS = 8  # nodes taken for deletion concurrently (ZooKeeper I/O, not CPU)
 RETRY_BACKOFF = (2.0, 60.0)  # (base, cap) seconds before a node whose deletion failed
+LEASE_RECHECK = 2.0  # seconds before looking again at an in-use node of a valid lease
 
 
 class DeletedNodeWorker(Worker):
@@ -43,9 +49,10 @@ class DeletedNodeWorker(Worker):
         paused: Callable[[], bool] | None = None,
         busy: Callable[[], set[str]] | None = None,
         index: NodeIndex | None = None,
+        leased: Callable[[Node], bool] | None = None,
     ) -> None:
         """`index`: the launcher's index of the node cache (None: recount `zk.nodes()` on
-        every pass)."""
+        every pass). `leased(node)`: the node is held for a valid REST API lease."""
         super().__init__("DeletedNodeWorker", interval=interval, paused=paused)
         self.zk = zk
         self._runners = runners
@@ -54,6 +61,8 @@ class DeletedNodeWorker(Worker):
         self._in_progress: set[str] = set()
         self._queued: set[str] = set()  # being taken for deletion by a starter thread
         self._retries: dict[str, Backoff] = {}  # node id -> backoff after failed deletions
+        self._leased = leased
+        self._leased_until: dict[str, float] = {}  # node id -> monotonic time to look again
         self._lock = threading.Lock()
         self._starters: ThreadPoolExecutor | None = None
 
@@ -65,6 +74,10 @@ class DeletedNodeWorker(Worker):
             for node_id in [i for i in self._retries if i not in index]:
                 del self._retries[node_id]
             waits = [r.wait() for r in self._retries.values() if not r.ready()]
+            now = time.monotonic()
+            for node_id in [i for i, t in self._leased_until.items() if t <= now]:
+                del self._leased_until[node_id]
+            waits += [t - now for t in self._leased_until.values()]
         # Only the nodes it may act on: unlocked, to remove or to give back (`NodeIndex`).
         for node in index.deleter_nodes():
             if self.stopped:
@@ -81,6 +94,8 @@ class DeletedNodeWorker(Worker):
                     continue
                 retry = self._retries.get(node.id)
                 if retry is not None and not retry.ready():
+                    continue
+                if node.id in self._leased_until:
                     continue
             if node.state in CLEANUP_STATES:
                 self._submit_delete(node.id, runners[node.provider or ""])
@@ -119,7 +134,7 @@ class DeletedNodeWorker(Worker):
         if node is None:
             return
         log = get_logger("nodepool_ng.launcher.deleter", node_id=node_id, provider=node.provider)
-        if node.state not in CLEANUP_STATES:
+        if node.state not in CLEANUP_STATES or self._keeps_for_lease(node):
             self.zk.unlock_node(node)
             return
         try:
@@ -149,6 +164,22 @@ class DeletedNodeWorker(Worker):
             runner.delete(node.external_id, node_id, lambda ok: self._finish_later(node, ok))
         else:
             self._finish(node, True)
+
+    def _keeps_for_lease(self, node: Node) -> bool:
+        """An in-use node of a valid lease (or one we cannot tell): not to delete now."""
+        if self._leased is None or node.state is not NodeState.IN_USE:
+            return False
+        try:
+            keep = self._leased(node)
+        except Exception as e:
+            get_logger("nodepool_ng.launcher.deleter", node_id=node.id).warning(
+                "Could not read the node's lease: %s", e)
+            keep = True
+        if keep:
+            with self._lock:
+                self._leased_until[node.id or ""] = time.monotonic() + LEASE_RECHECK
+            self.wake()  # the next pass computes when to look again
+        return keep
 
     def _find_server(self, runner: ProviderRunner, node: Node) -> str | None:
         for inst in runner.adapter.list_instances():

@@ -6,10 +6,12 @@
     launcher.stop()
 
 One `ProviderRunner` per provider, one `PoolWorker` per provider-pool (each registered as a
-`pool` component with its supported labels), plus the deleter, min-ready, cleanup and stats
-workers. A config change restarts only the providers whose config changed. While the
-ZooKeeper session is suspended every worker pauses; after an expiry the registry re-creates
-our components and the caches reload, and work carries on.
+`pool` component with its supported labels), plus the deleter, min-ready, cleanup, stats
+and lease keeper workers (`api/keeper.py`: the REST API's leases; `api` is this launcher's
+`LeaseService`, which the web app serves at `/api/v1`). A config change restarts only the
+providers whose config changed. While the ZooKeeper session is suspended every worker
+pauses; after an expiry the registry re-creates our components and the caches reload, and
+work carries on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import nodepool_ng
+from nodepool_ng.api.keeper import LeaseKeeper
+from nodepool_ng.api.service import LeaseService
 from nodepool_ng.config.models import Config
 from nodepool_ng.config.watcher import ConfigWatcher
 from nodepool_ng.errors import ConfigError
@@ -45,6 +49,7 @@ from nodepool_ng.zk.client import ConnectionState, ZooKeeperClient
 from nodepool_ng.zk.components import ComponentRegistry
 from nodepool_ng.zk.election import LeaderElection
 from nodepool_ng.zk.images import UploadStore
+from nodepool_ng.zk.leases import LeaseStore
 from nodepool_ng.zk.nodes import NodeStore
 from nodepool_ng.zk.requests import RequestStore
 
@@ -76,6 +81,7 @@ class Launcher:
         self._workers: list[Worker] = []
         self._stopped = threading.Event()
         self.zk_client: ZooKeeperClient | None = None
+        self.api: LeaseService | None = None  # set by start()
         self.ready = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -95,6 +101,7 @@ class Launcher:
         self.request_store = RequestStore(client)
         self.registry = ComponentRegistry(client)
         self.upload_store = UploadStore(client)
+        self.lease_store = LeaseStore(client)
         self.ready_uploads = ReadyUploads(self.upload_store)
         self.zk = StoresView(
             self.node_store, self.request_store, self._pool_infos, self.ready_uploads
@@ -110,7 +117,11 @@ class Launcher:
             node_index=self.node_index)
         self.deleter = DeletedNodeWorker(
             self.zk, providers.runners, self.options.deleter_interval, paused,
-            busy=providers.held_nodes, index=self.node_index,
+            busy=providers.held_nodes, index=self.node_index, leased=self.lease_store.keeps_node,
+        )
+        self.lease_keeper = LeaseKeeper(
+            self.lease_store, self.request_store, self.node_store, self.options.hostname,
+            paused=paused,
         )
         self.min_ready = MinReadyWorker(
             self.zk, self._min_ready_wanted, self.options.min_ready_interval, paused,
@@ -135,6 +146,9 @@ class Launcher:
         listeners = _Listeners(providers, self.deleter, self.min_ready, self.cleanup,
                                self._stopped, self.node_index, self.node_store.cached_nodes)
         client.add_state_listener(listeners.on_zk_state)
+        client.add_state_listener(self.lease_keeper.on_zk_state)
+        self.lease_store.add_listener(self.lease_keeper.on_lease)
+        self.request_store.add_listener(self.lease_keeper.on_request)
         client.add_session_listener(listeners.on_new_session)
         self.node_store.add_listener(listeners.on_node)
         self.request_store.add_listener(listeners.on_request)
@@ -142,6 +156,9 @@ class Launcher:
         self.node_store.start_cache(self.options.operation_timeout)
         self.request_store.start_cache(self.options.operation_timeout)
         self.registry.start_cache(self.options.operation_timeout)
+        self.lease_store.start_cache(self.options.operation_timeout)
+        self.api = LeaseService(lambda: self.config, self.lease_store, self.request_store,
+                                self.node_store)
         self.election = LeaderElection(client, self.options.hostname)
         self.election.start()
         # MQTT events: an observer of the caches, published by the election leader only.
@@ -165,6 +182,7 @@ class Launcher:
             self.cleanup,
             self.stats_worker,
             self.config_worker,
+            self.lease_keeper,
         ]
         for worker in self._workers:
             worker.start()
@@ -193,6 +211,7 @@ class Launcher:
         self.node_store.stop_cache()
         self.request_store.stop_cache()
         self.registry.stop_cache()
+        self.lease_store.stop_cache()
         if self.zk_client is not None:
             self.zk_client.stop()
         log.info("Launcher stopped")

@@ -13,6 +13,8 @@ REQUEST_LOCKS_ROOT = f"{ROOT}/requests-lock"
 IMAGES_ROOT = f"{ROOT}/images"
 COMPONENTS_ROOT = f"{ROOT}/components"
 ELECTIONS_ROOT = f"{ROOT}/elections"
+# nodepool_ng's own (upstream has no such subtree): leases of the REST request API.
+API_LEASES_ROOT = f"{ROOT}/api-leases"
 STATS_ELECTION = f"{ELECTIONS_ROOT}/stats"
 # Defined upstream but unused since launchers register as components.
 LAUNCHERS_ROOT = f"{ROOT}/launchers"
@@ -68,6 +70,29 @@ def parse_request_path(path: str) -> str | None:
     if not rest or "/" in rest:
         return None
     return rest
+
+
+# -- API leases ----------------------------------------------------------------------------
+def api_lease_path(lease_id: str) -> str:
+    """A lease of the REST request API, named by its node request's id; its lock dir below
+    it (the launcher whose lease keeper holds it owns the lease)."""
+    return f"{API_LEASES_ROOT}/{lease_id}"
+
+
+def api_lease_lock_path(lease_id: str) -> str:
+    return f"{api_lease_path(lease_id)}/{LOCK}"
+
+
+def parse_api_lease_path(path: str) -> tuple[str, bool, str | None] | None:
+    """`/nodepool/api-leases/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
+    parts = _parts_under(path, API_LEASES_ROOT)
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0], False, None
+    if parts[1] != LOCK or len(parts) > 3:
+        return None
+    return parts[0], True, parts[2] if len(parts) == 3 else None
 
 
 # -- images --------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""The REST request API as a werkzeug WSGI app, mounted at `/api/v1` by the launcher's web
+app (its paths below are relative to that mount):
+
+    POST   /requests                 create a lease: 201, Location: .../requests/<id>
+    GET    /requests[?requestor=N]   the token's leases: {"requests": [...]}
+    GET    /requests/<id>[?wait=S]   one lease; with `wait`, once its state changes (<= 60 s)
+    POST   /requests/<id>/renew      a new expiry: `lease_seconds` (default the lease's) from now
+    DELETE /requests/<id>            return the nodes, or cancel the waiting request
+    GET    /openapi.json             the OpenAPI 3 description (no token needed)
+
+Every call but the description carries `Authorization: Bearer <secret>` (401 without a
+known one). Refusals are JSON `{"error": ..., "field": ...}` with the status of the
+`ApiError`: 400 bad input (naming the field), 403 a label the token may not use or another
+token's lease, 404 unknown id, 409 renewing a finished lease, 429 over the token's
+`max-nodes`. With no `webapp.api-tokens` in the config the API is off: 404 for every path.
+Each call is counted by token name and status (`nodepool_api_requests_total`); the secret
+is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from nodepool_ng import prometheus
+from nodepool_ng.api import validate
+from nodepool_ng.api.auth import authenticate
+from nodepool_ng.api.errors import ApiError, bad
+from nodepool_ng.api.openapi import openapi
+from nodepool_ng.api.service import MAX_WAIT, LeaseService
+from nodepool_ng.config.models import ApiTokenConfig, Config
+
+log = logging.getLogger("nodepool_ng.api.app")
+
+MAX_BODY = 64 * 1024  # bytes
+NO_TOKEN = "-"  # the metric's token label for calls without a known token
+
+URLS = Map([
+    Rule("/requests", methods=["POST"], endpoint="create"),
+    Rule("/requests", methods=["GET"], endpoint="list"),
+    Rule("/requests/<lease_id>", methods=["GET"], endpoint="get"),
+    Rule("/requests/<lease_id>", methods=["DELETE"], endpoint="release"),
+    Rule("/requests/<lease_id>/renew", methods=["POST"], endpoint="renew"),
+    Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+], strict_slashes=False)
+
+
+class _Request(Request):
+    max_content_length = MAX_BODY  # werkzeug refuses a longer body (413)
+
+
+class ApiApp:
+    """`service()`: the launcher's LeaseService, None until it is connected (503 then);
+    `config()`: the current config (its `webapp.api-tokens`)."""
+
+    def __init__(self, service: Callable[[], LeaseService | None],
+                 config: Callable[[], Config]) -> None:
+        self._service = service
+        self._config = config
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = _Request(environ)
+        token_name = NO_TOKEN
+        try:
+            response, token_name = self._dispatch(request)
+        except ApiError as e:
+            response = _error(e)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = _error(ApiError(500, None, "internal error (the launcher log says why)"))
+        prometheus.API_CALLS.labels(token_name, str(response.status_code)).inc()
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> tuple[Response, str]:
+        tokens = self._config().webapp.api_tokens
+        if not tokens:
+            raise ApiError(404, None, "the REST request API is off: the config has no "
+                           "webapp.api-tokens")
+        adapter = URLS.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+        except HTTPException as e:
+            raise ApiError(e.code or 404, None, f"{request.method} {request.path}: "
+                           f"{e.name.lower()}") from None
+        if endpoint == "openapi":
+            return _json(200, openapi(request.script_root)), NO_TOKEN
+        token = authenticate(request.headers.get("Authorization"), tokens)
+        service = self._service()
+        if service is None:
+            raise ApiError(503, None, "the launcher is not connected to ZooKeeper yet")
+        return self._call(service, token, endpoint, args, request), token.name
+
+    def _call(self, service: LeaseService, token: ApiTokenConfig, endpoint: str,
+              args: Mapping[str, Any], request: Request) -> Response:
+        lease_id = args.get("lease_id", "")
+        if endpoint == "create":
+            view = service.create(token, _body(request, required=True))
+            response = _json(201, view)
+            response.headers["Location"] = f"{request.script_root}/requests/{view['id']}"
+            return response
+        if endpoint == "list":
+            requestor = request.args.get("requestor")
+            return _json(200, {"requests": service.list_leases(token, requestor)})
+        if endpoint == "get":
+            wait = validate.wait_seconds(request.args.get("wait"), MAX_WAIT)
+            return _json(200, service.get(token, lease_id, wait))
+        if endpoint == "renew":
+            return _json(200, service.renew(token, lease_id, _body(request, required=False)))
+        return _json(200, service.release(token, lease_id))
+
+
+def _body(request: Request, required: bool) -> Any:
+    """The JSON body (None when absent and not required)."""
+    try:
+        raw = request.get_data(cache=False)
+    except HTTPException:
+        raise ApiError(413, "body", f"body: more than {MAX_BODY} bytes") from None
+    if not raw.strip():
+        if required:
+            raise bad("body", "expected a JSON object")
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad("body", f"not JSON: {e}") from None
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json")
+
+
+def _error(error: ApiError) -> Response:
+    response = _json(error.status, error.to_json())
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="nodepool"'
+    return response
