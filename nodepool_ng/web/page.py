@@ -232,11 +232,9 @@ def address(node: Mapping[str, Any]) -> Any:
 
 
 def holder(node: Mapping[str, Any]) -> str:
-    hold = node.get("hold_job")
-    if not hold:
-        return ""
-    comment = node.get("comment")
-    return esc(f"{hold} ({comment})" if comment else hold)
+    """Who holds the node and why: its hold job (an autohold) and its comment."""
+    parts = [str(node[key]) for key in ("hold_job", "comment") if node.get(key)]
+    return esc(" · ".join(parts))
 
 
 def nodes_section(data: PageData) -> str:

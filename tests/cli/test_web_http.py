@@ -131,7 +131,7 @@ def test_page_escapes_record_values(webapp: WebApp, kazoo_client: KazooClient) -
     _s, _h, body = call(webapp, "GET", "/")
     page = body.decode()
     assert "<script>" not in page and "<b>small" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; (a&amp;b)" in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; · a&amp;b" in page
     assert "&lt;b&gt;small&lt;/b&gt;" in page
 
 
