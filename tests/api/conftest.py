@@ -85,8 +85,10 @@ class ApiEnv:
         self.web: WebApp | None = None
 
     def start(self, tokens: list[dict[str, Any]] | None = None, secure: Path | None = None,
-              providers: list[dict[str, Any]] | None = None, **options: Any) -> Api:
-        self.sim = h.start_clouds([{"name": "cloud1"}], self.clouds_yaml)
+              providers: list[dict[str, Any]] | None = None,
+              cloud: dict[str, Any] | None = None, **options: Any) -> Api:
+        """`cloud`: simcloud's cloud1 entry (e.g. a boot_delay)."""
+        self.sim = h.start_clouds([{"name": "cloud1", **(cloud or {})}], self.clouds_yaml)
         cfg = write_api_config(self.tmp_path / "nodepool.yaml", self.zk,
                                providers or [h.provider("p1", "cloud1", ("small", "big"))],
                                TOKENS if tokens is None else tokens)
