@@ -3,7 +3,8 @@ installed: each test fails naming the library, its version, the internal and our
 needs it, so an upgrade that moves one is caught here rather than in production.
 
 setup.cfg bounds these libraries below their next major version and constraints.txt pins the
-versions tested. The internals relied upon:
+versions tested (the last test checks each pin against setup.cfg's bounds). The internals
+relied upon:
 
 kazoo (nodepool_ng/zk/connection.py, zk/watch.py, zk/handler.py):
   - `KazooClient._connection`: the `ConnectionHandler` instance `install()` re-classes;
@@ -36,13 +37,17 @@ botocore (nodepool_ng/drivers/aws/api.py):
 from __future__ import annotations
 
 import base64
+import configparser
 import importlib.metadata
 import inspect
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 
 def _fail(dist: str, internal: str, ours: str, problem: str) -> str:
@@ -227,3 +232,29 @@ def test_botocore_before_call_event_gets_the_operation_model() -> None:
     assert seen == ["DescribeInstances"], _fail(
         "botocore", "the before-call.ec2.* event's model= argument",
         "nodepool_ng/drivers/aws/api.py", f"changed: handlers saw {seen}")
+
+
+# --- the pins --------------------------------------------------------------------------------
+
+
+def test_constraints_pin_every_runtime_dependency_within_its_bounds() -> None:
+    """constraints.txt pins each `install_requires` entry of setup.cfg to a version its
+    bounds allow (a bound raised without a new pin, or the reverse, fails here)."""
+    root = Path(__file__).resolve().parents[2]
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    requires = [Requirement(line) for line in
+                setup["options"]["install_requires"].strip().splitlines()]
+    pins = {}
+    for line in (root / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    problems = []
+    for req in requires:
+        pinned = pins.get(canonicalize_name(req.name))
+        if pinned is None:
+            problems.append(f"{req.name}: not pinned")
+        elif not req.specifier.contains(pinned, prereleases=True):
+            problems.append(f"{req.name}=={pinned} outside setup.cfg's {req.specifier}")
+    assert not problems, f"constraints.txt vs setup.cfg: {problems}"
