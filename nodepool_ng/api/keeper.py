@@ -15,7 +15,9 @@ sees. The owner does on the client's behalf what Zuul does for a build:
 
 When the owner dies its locks vanish with its session; another keeper takes the lease lock
 and re-locks the nodes (the DeletedNodeWorker leaves unlocked `in-use` nodes of a valid lease
-alone meanwhile). Finished leases are removed RETENTION seconds after they finished.
+alone meanwhile). Finished leases are removed RETENTION seconds after they finished. An
+API node request without a lease record ORPHAN_AGE after it was made (its API process died
+between the two writes) is deleted: nobody would ever accept it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from nodepool_ng import prometheus
 from nodepool_ng.errors import LockError, RecordNotFound, ZooKeeperError
 from nodepool_ng.model.lease import (
+    API_REQUESTOR_DATA,
     NODE_USER_DATA_KEY,
     WAITING_LEASE_STATES,
     Lease,
@@ -50,6 +53,8 @@ log = logging.getLogger("nodepool_ng.api.keeper")
 RETENTION = 3600.0  # seconds a finished lease record stays (clients may still read it)
 NODE_LOCK_TIMEOUT = 5.0  # waiting for a node lock (e.g. the deleter looking at it)
 RETRY = 1.0  # seconds before trying again what could not be done now
+ORPHAN_AGE = 60.0  # seconds an API node request may be without its lease record
+ORPHAN_CHECK = 60.0  # seconds between looks for such requests
 
 
 class _NotHandedOver(Exception):
@@ -79,6 +84,7 @@ class LeaseKeeper(Worker):
         self._owned: dict[str, _Owned] = {}  # by lease id; the keeper's thread only
         self._session_lost = threading.Event()
         self._reported: set[str] = set()  # tokens with a leases-held gauge
+        self._next_orphan_check = time.monotonic() + ORPHAN_CHECK
 
     # -- wake-ups (cache and session threads) --------------------------------------------------
     def on_lease(self, lease_id: str, lease: object) -> None:
@@ -119,7 +125,25 @@ class LeaseKeeper(Worker):
             if delay is not None:
                 delays.append(delay)
         self._report()
-        return max(0.05, min(delays)) if delays else None
+        if time.monotonic() >= self._next_orphan_check:
+            self._next_orphan_check = time.monotonic() + ORPHAN_CHECK
+            self._delete_orphans(set(cached), now)
+        delays.append(self._next_orphan_check - time.monotonic())
+        return max(0.05, min(delays))
+
+    def _delete_orphans(self, lease_ids: set[str], now: float) -> None:
+        for request in self._requests.cached_requests():
+            if (request.requestor_data != API_REQUESTOR_DATA or request.id in lease_ids
+                    or now - (request.created_time or now) < ORPHAN_AGE):
+                continue
+            try:
+                if self._leases.exists(request.id or ""):
+                    continue
+                log.warning("Deleting node request %s of %s: it has no lease", request.id,
+                            request.requestor)
+                self._requests.delete(request.id or "")
+            except ZooKeeperError as e:
+                log.warning("Could not delete node request %s: %s", request.id, e)
 
     def _keep(self, cached: Lease, now: float) -> float | None:
         """Do what the lease needs now; the seconds until it needs something again."""

@@ -31,7 +31,12 @@ from nodepool_ng.api.views import lease_view, shown_state
 from nodepool_ng.api.waiters import Waiters
 from nodepool_ng.config.models import ApiTokenConfig, Config
 from nodepool_ng.errors import RecordNotFound
-from nodepool_ng.model.lease import WAITING_LEASE_STATES, Lease, LeaseState
+from nodepool_ng.model.lease import (
+    API_REQUESTOR_DATA,
+    WAITING_LEASE_STATES,
+    Lease,
+    LeaseState,
+)
 from nodepool_ng.model.node import Node
 from nodepool_ng.model.request import NodeRequest, is_request_id
 from nodepool_ng.zk.leases import LeaseStore
@@ -41,8 +46,6 @@ from nodepool_ng.zk.requests import RequestStore
 log = logging.getLogger("nodepool_ng.api.service")
 
 MAX_WAIT = 60.0  # seconds a GET may wait for a change
-# `requestor_data` of the API's node requests (Zuul puts its own there).
-REQUESTOR_DATA = {"nodepool_ng_api": True}
 
 
 class LeaseService:
@@ -81,7 +84,7 @@ class LeaseService:
                         f"({token.max_nodes})"))
             now = time.time()
             request = NodeRequest(node_types=list(spec.labels), requestor=token.name,
-                                  provider=spec.provider, requestor_data=dict(REQUESTOR_DATA),
+                                  provider=spec.provider, requestor_data=dict(API_REQUESTOR_DATA),
                                   created_time=now)
             request_id = self._requests.submit(request, spec.priority)
             lease = Lease(id=request_id, requestor=token.name, labels=list(spec.labels),

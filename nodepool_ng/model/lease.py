@@ -39,6 +39,9 @@ FINISHED_LEASE_STATES = frozenset({LeaseState.FAILED, LeaseState.RETURNED, Lease
 
 # `user_data` key of a node held for a lease (its value is the lease id).
 NODE_USER_DATA_KEY = "api_lease"
+# `requestor_data` of the API's node requests (Zuul puts its own there): a request with it
+# but without a lease (its API process died in between) is deleted by a lease keeper.
+API_REQUESTOR_DATA = {"nodepool_ng_api": True}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The lease keeper on its own (real ZooKeeper, no cloud): finished leases are removed
 after the retention; a lease is kept by one keeper at a time and taken over when its
-owner's session ends."""
+owner's session ends; an API node request left without its lease is deleted."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from nodepool_ng.api import keeper as keeper_module
 from nodepool_ng.api.keeper import LeaseKeeper
-from nodepool_ng.model.lease import Lease, LeaseState
+from nodepool_ng.model.lease import API_REQUESTOR_DATA, Lease, LeaseState
 from nodepool_ng.model.request import NodeRequest
 from nodepool_ng.zk.client import ZooKeeperClient
 from nodepool_ng.zk.leases import LeaseStore
@@ -79,3 +80,20 @@ def test_one_owner_and_takeover(sides: list[Side]) -> None:
     h.wait_for("the other keeper takes it", lambda: other.keeper.owned() == [request_id])
     # No launcher serves the request here: it stays requested, the lease waiting.
     assert other.leases.get(request_id).state is LeaseState.REQUESTED
+
+
+def test_api_request_without_lease_deleted(zk_chroot: ZooKeeperChroot,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keeper_module, "ORPHAN_AGE", 0.5)
+    monkeypatch.setattr(keeper_module, "ORPHAN_CHECK", 0.2)
+    side = Side(zk_chroot, "keeper-a", retention=60.0)
+    try:
+        orphan = side.requests.submit(NodeRequest(
+            node_types=["small"], requestor="ci", requestor_data=dict(API_REQUESTOR_DATA)))
+        zuuls = side.requests.submit(NodeRequest(
+            node_types=["small"], requestor="zuul", requestor_data={"job_name": "x"}))
+        h.wait_for("the API request without a lease deleted",
+                   lambda: not side.requests.exists(orphan), 10)
+        assert side.requests.exists(zuuls)
+    finally:
+        side.stop()
