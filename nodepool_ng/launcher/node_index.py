@@ -204,9 +204,19 @@ class NodeIndex:
         with self._lock:
             return node_id in self._live.get(provider, ())
 
-    def live_ids(self, provider: str) -> LiveIds:
+    def live_ids(self, provider: str) -> ProviderIds:
         """A container view of `is_live` for one provider."""
-        return LiveIds(self, provider)
+        return ProviderIds(self.is_live, provider)
+
+    def has_record(self, provider: str, node_id: str) -> bool:
+        """`node_id` is a node record of `provider`, in any state (DELETED too)."""
+        with self._lock:
+            facts = self._facts.get(node_id)
+            return facts is not None and facts.provider == provider
+
+    def record_ids(self, provider: str) -> ProviderIds:
+        """A container view of `has_record` for one provider."""
+        return ProviderIds(self.has_record, provider)
 
     def ready_free(self, provider: str, pool: str, label: str | None = None) -> list[Node]:
         """READY unallocated nodes of the pool (with `label`: that label's), by id."""
@@ -233,16 +243,18 @@ class NodeIndex:
             return list(self._deleter.values())
 
 
-class LiveIds:
-    """`node_id in LiveIds(index, provider)`: a node of the provider the cache shows (not
-    DELETED). A view, not a copy (`PoolLedger.pending_costs`)."""
+class ProviderIds:
+    """`node_id in view`: one provider's node ids the index holds, as `test(provider, id)`
+    says (`NodeIndex.live_ids`, `record_ids`). A view, not a copy: a membership test costs
+    the same for a fleet of 10 or 2,000 (`PoolLedger.pending_costs`, the cloud-limit refresh).
+    """
 
-    def __init__(self, index: NodeIndex, provider: str) -> None:
-        self._index = index
+    def __init__(self, test: Callable[[str, str], bool], provider: str) -> None:
+        self._test = test
         self._provider = provider
 
     def __contains__(self, node_id: object) -> bool:
-        return isinstance(node_id, str) and self._index.is_live(self._provider, node_id)
+        return isinstance(node_id, str) and self._test(self._provider, node_id)
 
 
 def _decrement(counter: Counter[Any], key: Any) -> None:

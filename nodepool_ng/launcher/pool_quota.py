@@ -163,7 +163,7 @@ class PoolQuota:
         try:
             adapter, provider = self.adapter, self.provider.name
             limits = adapter.get_quota_limits()
-            known = {n.id for n in self.zk.nodes() if n.id and n.provider == provider}
+            known = self.index.record_ids(provider)  # a view: no walk of the fleet
             unmanaged = q.unmanaged_usage(adapter.list_instances(), provider, known)
             headroom = q.cloud_headroom(limits, unmanaged)
         except Exception as e:

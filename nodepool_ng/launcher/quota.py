@@ -6,7 +6,7 @@ counted from ZooKeeper node records, so a node counts from the moment its record
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Container, Iterable
 
 from nodepool_ng.drivers.base import Instance
 from nodepool_ng.model.quota import Quota
@@ -24,7 +24,7 @@ def instance_cost(instance: Instance) -> Quota:
 
 
 def unmanaged_usage(
-    instances: Iterable[Instance], provider_name: str, known_node_ids: Collection[str]
+    instances: Iterable[Instance], provider_name: str, known_node_ids: Container[str]
 ) -> Quota:
     """Servers not ours (other owner, or no node record: leaked) still eat the cloud's quota."""
     costs = [

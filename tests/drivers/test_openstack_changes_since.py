@@ -129,3 +129,26 @@ def test_every_poll_is_full_when_reconcile_interval_is_zero(tmp_path: Path) -> N
             assert adapter.compute.full_polls == 2 and adapter.compute.incremental_polls == 0
         finally:
             adapter.stop()
+
+
+def test_listing_converts_only_servers_that_changed(
+        cloud: tuple[SimCloudFixture, OpenStackAdapter]) -> None:
+    """`list_instances` runs for every pool's cloud-limit refresh: an unchanged server keeps
+    its Instance (no re-conversion), a changed or new one is read afresh, a gone one dropped."""
+    sc, adapter = cloud
+    conn = sc.connect("sim-a")
+    servers = [boot(conn, f"s{i}") for i in range(4)]
+    for s in servers:
+        conn.compute.wait_for_server(s, wait=30, interval=0.1)
+    adapter.servers.get(max_age=0.0)
+    first = {i.external_id: i for i in adapter.list_instances()}
+    assert set(first) == {s.id for s in servers}
+    conn.compute.update_server(servers[0], name="renamed")
+    conn.compute.delete_server(servers[1])
+    late = boot(conn, "late")
+    adapter.servers.get(max_age=0.0)
+    second = {i.external_id: i for i in adapter.list_instances()}
+    assert set(second) == {servers[0].id, servers[2].id, servers[3].id, late.id}
+    assert second[servers[0].id] is not first[servers[0].id]  # changed: re-read
+    assert (first[servers[0].id].name, second[servers[0].id].name) == ("s0", "renamed")
+    assert all(second[s.id] is first[s.id] for s in servers[2:])  # unchanged: kept

@@ -190,6 +190,10 @@ def check(index: NodeIndex, nodes: list[Node], cfg: Any) -> None:
     released = {IDS[0]: "200-0000000001", IDS[1]: "200-0000000002", IDS[2]: "gone"}
     assert +index_min_ready_counts(index, released) == +min_ready_counts(nodes, released)
     for provider in ("p1", "p2"):
+        # the cloud-limit refresh's "is this server's node ours" (any state, DELETED too)
+        records = index.record_ids(provider)
+        assert {i for i in [*IDS, "gone"] if i in records} == {
+            n.id for n in nodes if n.provider == provider}
         pcfg = cfg.providers[provider]
         for pool_cfg in pcfg.pools:
             pool = pool_cfg.name

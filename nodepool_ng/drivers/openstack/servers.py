@@ -70,6 +70,10 @@ class OpenStackServers:
         self.changes_since_slack = CHANGES_SINCE_SLACK
         self._poll_lock = threading.Lock()
         self._known: dict[str, dict[str, Any]] = {}  # the last poll's result (never mutated)
+        # server id -> (its dict in a poll's result, the Instance made of it): a listing
+        # converts only the servers whose dict changed since the previous listing.
+        self._instances: dict[str, tuple[dict[str, Any], Instance]] = {}
+        self._instances_lock = threading.Lock()
         self._changes_since: float | None = None  # cloud time the next incremental poll uses
         self._full_at = float("-inf")  # monotonic time of the last full list
         self.full_polls = 0
@@ -87,8 +91,20 @@ class OpenStackServers:
         return self._executor.submit(fn, *args, priority=priority)
 
     def list_instances(self) -> list[Instance]:
-        return [self.instance_from_server(s, expanded=False)
-                for s in self.servers.get().values()]
+        """The cloud's servers as Instances (without addresses); cost proportional to the
+        servers that changed since the last listing, not to the cloud's size."""
+        servers = self.servers.get()
+        with self._instances_lock:
+            made = self._instances
+            fresh: dict[str, tuple[dict[str, Any], Instance]] = {}
+            for server_id, server in servers.items():
+                hit = made.get(server_id)
+                # (a poll re-sends servers that changed just before it: equal, not the same)
+                if hit is None or (hit[0] is not server and hit[0] != server):
+                    hit = (server, self.instance_from_server(server, expanded=False))
+                fresh[server_id] = hit
+            self._instances = fresh
+        return [instance for _, instance in fresh.values()]
 
     def _fetch_servers(self) -> dict[str, dict[str, Any]]:
         """Every server, as light dicts, through openstacksdk's authenticated compute session.
