@@ -36,6 +36,9 @@ class RequestStore(RecordStore[NodeRequest]):
 
     def __init__(self, client: ZooKeeperClient) -> None:
         self._bad_names: set[str] = set()  # warned about once each
+        # Lock dirs of gone requests found too young to delete: their mtime, so each is
+        # stat'ed once more only when it may be old enough (not once per cleanup pass).
+        self._young_lock_dirs: dict[str, float] = {}
         super().__init__(client, REQUESTS, paths.REQUESTS_ROOT, self._parse,
                          paths.request_lock_path)
 
@@ -159,21 +162,34 @@ class RequestStore(RecordStore[NodeRequest]):
 
     def cleanup_lock_dirs(self, min_age: float = 8 * 3600.0) -> int:
         """Delete lock dirs whose request is gone and that are unused and older than
-        `min_age` seconds (upstream's cleanup); returns how many were removed."""
+        `min_age` seconds (upstream's cleanup); returns how many were removed.
+
+        Two listings per call; a lock dir is stat'ed when first seen and then only once it
+        may be old enough, so a pass costs the same ZooKeeper calls with 10 or 10,000 dirs
+        of finished requests waiting for their age."""
         removed = 0
         now = time.time()
         existing = set(self.client.get_children(paths.REQUESTS_ROOT))
+        young: dict[str, float] = {}
         for request_id in self.client.get_children(paths.REQUEST_LOCKS_ROOT):
             if request_id in existing:
+                continue
+            mtime = self._young_lock_dirs.get(request_id)
+            if mtime is not None and now - mtime < min_age:
+                young[request_id] = mtime
                 continue
             try:
                 stat = self.client.exists(paths.request_lock_path(request_id))
             except ZooKeeperError:
                 continue
-            if stat is None or now - stat.mtime / 1000.0 < min_age:
+            if stat is None:
                 continue
-            if stat.numChildren:
+            if now - stat.mtime / 1000.0 < min_age:
+                young[request_id] = stat.mtime / 1000.0
+                continue
+            if stat.numChildren:  # held: asked again next pass
                 continue
             self.delete_lock_dir(request_id)
             removed += 1
+        self._young_lock_dirs = young
         return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -195,3 +196,32 @@ def test_request_lock_dir_cleanup(zk_client: ZooKeeperClient, kazoo_client: Kazo
     remaining = kazoo_client.get_children("/nodepool/requests-lock")
     assert sorted(remaining) == sorted([live, "100-0000000998"])
     held.release()
+
+
+def test_young_lock_dirs_are_stated_once_not_every_pass(
+    zk_client: ZooKeeperClient, kazoo_client: KazooClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock dirs of finished requests wait 8 h for their age: a cleanup pass must not ask
+    ZooKeeper about each of them every time (thousands of calls a minute at fleet scale)."""
+    store = RequestStore(zk_client)
+    for seq in range(20):
+        kazoo_client.ensure_path(f"/nodepool/requests-lock/100-{seq:010d}")
+    stats: list[str] = []
+    real_exists = zk_client.exists
+
+    def counting_exists(path: str, *args: Any, **kwargs: Any) -> Any:
+        stats.append(path)
+        return real_exists(path, *args, **kwargs)
+
+    monkeypatch.setattr(zk_client, "exists", counting_exists)
+    assert store.cleanup_lock_dirs(min_age=3600) == 0
+    assert len(stats) == 20  # each seen once
+    stats.clear()
+    assert store.cleanup_lock_dirs(min_age=3600) == 0
+    assert stats == []  # still too young by what was seen: nothing asked
+    kazoo_client.ensure_path("/nodepool/requests-lock/100-0000000777")
+    assert store.cleanup_lock_dirs(min_age=3600) == 0
+    assert stats == ["/nodepool/requests-lock/100-0000000777"]  # only the new one
+    # Old enough by then: stat'ed again (the age is checked on a fresh stat) and removed.
+    assert store.cleanup_lock_dirs(min_age=0) == 21
+    assert kazoo_client.get_children("/nodepool/requests-lock") == []
