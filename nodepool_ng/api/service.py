@@ -117,8 +117,9 @@ class LeaseService:
                 remaining = deadline - time.monotonic()
                 if shown_state(lease, now) is not first or remaining <= 0:
                     return self._view(lease, now)
-                until_expiry = math.inf if lease.finished else lease.expires - now
-                changed.wait(min(remaining, max(until_expiry, 0.0) + 0.01))
+                # A valid lease's shown state turns `expired` at its expiry, unwritten.
+                until_expiry = lease.expires - now if lease.keeps_nodes(now) else math.inf
+                changed.wait(min(remaining, until_expiry + 0.01))
 
     def list_leases(self, token: ApiTokenConfig,
                     requestor: str | None = None) -> list[dict[str, Any]]:
