@@ -55,3 +55,15 @@ def test_create_wait_renew_return(api_env: ApiEnv, kazoo_client: KazooClient) ->
     h.wait_for("node records removed",
                lambda: all(h.node(kazoo_client, n) is None for n in node_ids))
     assert api.call("GET", f"/requests/{lease_id}").json()["state"] == "returned"
+
+
+def test_failed_request_fails_the_lease(api_env: ApiEnv, kazoo_client: KazooClient) -> None:
+    api = api_env.start(cloud={"faults": {"server_error_rate": 1.0}},
+                        providers=[h.provider("p1", "cloud1", ("small", "big"),
+                                              **{"launch-retries": 1})])
+    lease_id = api.create(["small"]).json()["id"]
+    view = api.wait_state(lease_id, ("failed",))
+    assert view["nodes"] == [] and "p1" in view["failure_reason"], view
+    h.wait_for("node request deleted", lambda: h.request(kazoo_client, lease_id) is None)
+    # A failed lease holds nothing: it does not count against max-nodes, nor renews.
+    assert api.call("POST", f"/requests/{lease_id}/renew").status_code == 409
