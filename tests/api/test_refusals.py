@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
 
 from nodepool_ng import prometheus
+from nodepool_ng.cmd import admin
 from tests.api.conftest import LIMITED_SECRET, SECRET, ApiEnv
 from tests.launcher import harness as h
 
@@ -114,11 +116,17 @@ def test_api_off_without_tokens(api_env: ApiEnv) -> None:
     h.wait_for("launcher serving", lambda: api_env.launcher and api_env.launcher.ready.is_set())
 
 
-def test_waiting_request_cancelled(api_env: ApiEnv, kazoo_client: Any) -> None:
+def test_waiting_request_cancelled(api_env: ApiEnv, kazoo_client: Any,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     api = api_env.start(cloud={"boot_delay": 30.0})
     lease_id = api.create(["small"]).json()["id"]
     assert api.wait_state(lease_id, ("pending",))["nodes"] == []
     assert h.request(kazoo_client, lease_id) is not None
+    # An ordinary request: `nodepool request-list` shows it with the token's name.
+    capsys.readouterr()
+    assert admin.main(["-c", str(api_env.tmp_path / "nodepool.yaml"), "request-list"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if lease_id in row)
+    assert "ci" in line.split() and "pending" in line.split()
     returned = api.call("DELETE", f"/requests/{lease_id}")
     assert returned.status_code == 200 and returned.json()["state"] == "returned"
     h.wait_for("node request deleted", lambda: h.request(kazoo_client, lease_id) is None)
