@@ -12,9 +12,10 @@ Every call but the description carries `Authorization: Bearer <secret>` (401 wit
 known one). Refusals are JSON `{"error": ..., "field": ...}` with the status of the
 `ApiError`: 400 bad input (naming the field), 403 a label the token may not use or another
 token's lease, 404 unknown id, 409 renewing a finished lease, 429 over the token's
-`max-nodes`. With no `webapp.api-tokens` in the config the API is off: 404 for every path.
-Each call is counted by token name and status (`nodepool_api_requests_total`); the secret
-is never logged.
+`max-nodes`, 413 a body over 64 KiB, 503 before the launcher is connected or while
+ZooKeeper is unreachable. With no `webapp.api-tokens` in the config the API is off: 404 for
+every path. Each call is counted by token name and status (`nodepool_api_requests_total`);
+the secret is never logged.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nodepool_ng.api.errors import ApiError, bad
 from nodepool_ng.api.openapi import openapi
 from nodepool_ng.api.service import MAX_WAIT, LeaseService
 from nodepool_ng.config.models import ApiTokenConfig, Config
+from nodepool_ng.errors import ZooKeeperError
 
 log = logging.getLogger("nodepool_ng.api.app")
 
@@ -72,6 +74,9 @@ class ApiApp:
             response, token_name = self._dispatch(request)
         except ApiError as e:
             response = _error(e)
+        except ZooKeeperError as e:
+            log.warning("%s %s: %s", request.method, request.path, e)
+            response = _error(ApiError(503, None, f"ZooKeeper is unavailable: {e}"))
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = _error(ApiError(500, None, "internal error (the launcher log says why)"))

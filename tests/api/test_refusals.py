@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from nodepool_ng import prometheus
+from nodepool_ng.api.app import MAX_BODY
 from nodepool_ng.cmd import admin
 from tests.api.conftest import LIMITED_SECRET, SECRET, ApiEnv
 from tests.launcher import harness as h
@@ -55,6 +56,8 @@ def test_refusals(api_env: ApiEnv) -> None:
     _refused(api.create(["small"], priority="high"), 400, "priority", "not a priority")
     _refused(api.create(["small"], colour="red"), 400, "colour", "unknown field")
     _refused(api.call("POST", "/requests", data=b"{not json"), 400, "body", "not JSON")
+    _refused(api.call("POST", "/requests", data=b" " * (MAX_BODY + 1)), 413, "body",
+             "more than")
     _refused(api.call("GET", "/requests/100-0000000001", params={"wait": "soon"}), 400,
              "wait", "not a number")
     _refused(api.call("GET", "/requests/100-0000000001", params={"wait": 600}), 400,
