@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodepool_ng import __version__
-from nodepool_ng.cmd import admin_images, admin_nodes
+from nodepool_ng.cmd import admin_images, admin_nodes, admin_requests_api
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
 from nodepool_ng.runtime import daemon
 from nodepool_ng.znode_names import znode_name_problem
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "list", admin_nodes.cmd_list, "list nodes")
     p.add_argument("--detail", action="store_true", help="show more columns")
     _add(sub, "request-list", admin_nodes.cmd_request_list, "list node requests")
+    admin_requests_api.add_commands(sub, _add)  # request-create, -show, -renew, -return
     _add(sub, "label-list", admin_nodes.cmd_label_list, "list labels served by running pools")
     p = _add(sub, "delete", admin_nodes.cmd_delete, "mark a node for deletion")
     p.add_argument("id", help="node id")

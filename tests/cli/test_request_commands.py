@@ -1,0 +1,145 @@
+"""`nodepool request-create|show|renew|return` as console commands (subprocesses) against a
+running launcher's REST request API (real ZooKeeper, simcloud, the web app over HTTP): the
+nodes printed with their addresses, JSON that parses, nodes given back (servers deleted),
+and refusals as exit status 2 with a message naming the problem and never the token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.api.conftest import SECRET, ApiEnv
+from tests.fixtures.zookeeper import ZooKeeperChroot
+from tests.launcher import harness as h
+
+NODEPOOL = str(Path(sys.executable).parent / "nodepool")
+
+
+@pytest.fixture
+def api_env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[ApiEnv]:
+    env = ApiEnv(tmp_path, zk_chroot)
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def nodepool(env: ApiEnv, *args: str, token: str | None = SECRET,
+             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """The console script, the API's URL and token in its environment."""
+    assert env.web is not None
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NODEPOOL_API_")}
+    environ["NODEPOOL_API_URL"] = f"http://127.0.0.1:{env.web.port}/api/v1"
+    if token is not None:
+        environ["NODEPOOL_API_TOKEN"] = token
+    return subprocess.run([NODEPOOL, *args], capture_output=True, text=True, env=environ,
+                          timeout=timeout)
+
+
+def test_create_wait_show_renew_return(api_env: ApiEnv, kazoo_client: KazooClient) -> None:
+    api_env.start()
+    result = nodepool(api_env, "request-create", "small", "big", "--wait", "--lease", "60")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    request_id = lines[0]
+    assert request_id.startswith("200-"), result.stdout  # the default priority
+    assert lines[2].split("|")[1:-1] == [" ID         ", " Label ", " Provider ",
+                                         " Interface IP ", " Username ", " Port "]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[4:-1]]
+    assert [row[1] for row in rows] == ["small", "big"]
+    for node_id, _label, provider, address, username, port in rows:
+        record = h.node(kazoo_client, node_id)
+        assert record is not None and record["state"] == "in-use"
+        assert (provider, address, username, port) == (
+            "p1", record["interface_ip"], record["username"], "22")
+        assert address
+    node_ids = [row[0] for row in rows]
+
+    shown = nodepool(api_env, "request-show", request_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    lease = json.loads(shown.stdout)
+    assert lease["state"] == "fulfilled" and [n["id"] for n in lease["nodes"]] == node_ids
+    text = nodepool(api_env, "request-show", request_id)
+    assert text.stdout.startswith(f"Request {request_id}: fulfilled, labels small,big")
+
+    renewed = nodepool(api_env, "--json", "request-renew", request_id, "--lease", "600")
+    assert renewed.returncode == 0, renewed.stderr
+    assert json.loads(renewed.stdout)["lease_seconds"] == 600
+    assert json.loads(renewed.stdout)["expires"] > lease["expires"] + 500
+
+    returned = nodepool(api_env, "request-return", request_id)
+    assert returned.returncode == 0, returned.stderr
+    assert returned.stdout.startswith(f"Request {request_id}: returned")
+    h.wait_for("servers deleted in simcloud", lambda: not api_env.servers(), timeout=30)
+    h.wait_for("node records removed",
+               lambda: all(h.node(kazoo_client, n) is None for n in node_ids))
+
+
+def test_json_and_token_file(api_env: ApiEnv, tmp_path: Path) -> None:
+    api_env.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(SECRET + "\n")
+    created = nodepool(api_env, "request-create", "small", "--wait", "--json", "--priority",
+                       "50", "--provider", "p1", "--api-token-file", str(token_file),
+                       token=None)
+    assert created.returncode == 0, created.stderr
+    lease = json.loads(created.stdout)
+    assert lease["id"].startswith("050-") and lease["state"] == "fulfilled"
+    assert lease["requestor"] == "ci" and lease["provider"] == "p1"
+    [node] = lease["nodes"]
+    assert node["label"] == "small" and node["interface_ip"] and node["connection_port"] == 22
+    returned = nodepool(api_env, "request-return", lease["id"], "--json", token=SECRET)
+    assert json.loads(returned.stdout)["state"] == "returned"
+    h.wait_for("server deleted in simcloud", lambda: not api_env.servers(), timeout=30)
+
+    # Without --wait: the id alone, at once.
+    quick = nodepool(api_env, "request-create", "big")
+    assert quick.returncode == 0, quick.stderr
+    assert quick.stdout.strip().startswith("200-") and "\n" not in quick.stdout.strip()
+
+
+def test_timeout_then_cancel(api_env: ApiEnv, kazoo_client: KazooClient) -> None:
+    api_env.start(cloud={"boot_delay": 30})
+    result = nodepool(api_env, "request-create", "small", "--wait", "--timeout", "0.5")
+    assert result.returncode == 1, result.stdout + result.stderr
+    request_id = result.stdout.strip()
+    assert f"request {request_id} is still" in result.stderr
+    assert f"nodepool request-return {request_id}" in result.stderr
+    cancelled = nodepool(api_env, "request-return", request_id)
+    assert cancelled.returncode == 0 and ": returned" in cancelled.stdout
+    h.wait_for("node request deleted", lambda: h.request(kazoo_client, request_id) is None)
+
+
+def test_refusals_exit_2(api_env: ApiEnv, tmp_path: Path) -> None:
+    api_env.start()
+    bad = "not-the-secret-0123456789"
+    result = nodepool(api_env, "request-create", "small", "--wait", token=bad)
+    assert result.returncode == 2
+    assert "HTTP 401: unknown API token" in result.stderr
+    assert bad not in result.stdout + result.stderr
+
+    result = nodepool(api_env, "request-create", "nope")
+    assert result.returncode == 2
+    assert "unknown label 'nope'" in result.stderr and "(field: labels)" in result.stderr
+
+    result = nodepool(api_env, "request-return", "200-0000099999")
+    assert result.returncode == 2 and "HTTP 404" in result.stderr
+
+    result = nodepool(api_env, "request-create", "small", token=None)
+    assert result.returncode == 2
+    assert "NODEPOOL_API_TOKEN" in result.stderr
+    result = nodepool(api_env, "request-create", "small", "--api-token-file",
+                      str(tmp_path / "missing"), token=None)
+    assert result.returncode == 2 and "--api-token-file: cannot read" in result.stderr
+
+    result = nodepool(api_env, "request-create", "small", "--api-url",
+                      "http://127.0.0.1:1/api/v1")
+    assert result.returncode == 2 and "cannot reach the API at" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
