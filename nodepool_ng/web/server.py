@@ -74,13 +74,34 @@ class WebApp:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Bind and serve; OSError when the address cannot be bound."""
         server = wsgi.Server((self.host, self.port), self.app, numthreads=THREADS,
                              server_name=SERVER_NAME)
-        server.prepare()  # binds: port 0 asks the OS for a free one; report the real port
-        self.port = int(server.bind_addr[1])
-        self._server = server
-        self._thread = threading.Thread(target=server.serve, name="webapp", daemon=True)
+        bound = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            # prepare() binds and starts the worker threads: made from this daemon thread,
+            # they are daemon threads too, so they never keep the process alive.
+            try:
+                server.prepare()
+            except BaseException as e:
+                failed.append(e)
+                return
+            finally:
+                bound.set()
+            server.serve()
+
+        self._thread = threading.Thread(target=run, name="webapp", daemon=True)
         self._thread.start()
+        bound.wait()
+        if failed:
+            self._thread.join()
+            self._thread = None
+            raise failed[0]
+        self._server = server
+        # Port 0 asks the OS for a free one; report the real port.
+        self.port = int(server.bind_addr[1])
         self.ready = True
         log.info("Status web app listening on %s:%s", self.host, self.port)
 

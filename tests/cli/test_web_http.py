@@ -227,3 +227,11 @@ def test_page_shows_launcher_status(zk: ZooKeeperClient, kazoo_client: KazooClie
     for text in ("zuul", "small", "other-launcher", "every pool that could serve it is paused",
                  "at quota: cloud1/main", "cloud not healthy: cloud1"):
         assert text in request_row, text
+
+
+def test_port_in_use_is_an_error_at_start(webapp: WebApp) -> None:
+    other = WebApp(None, host="127.0.0.1", port=webapp.port, tables=False)
+    with pytest.raises(OSError, match="in use"):
+        other.start()
+    assert not other.ready and other.port == webapp.port
+    assert call(webapp, "GET", "/health/live")[0] == 200
