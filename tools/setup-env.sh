@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what nodepool_ng needs on a fresh Debian machine: system packages for the real
-# components (ZooKeeper, Mosquitto, qemu-img, sshd) and a virtualenv with the project.
+# components (ZooKeeper, Mosquitto, qemu-img, sshd, Chromium for the status page test) and a
+# virtualenv with the project.
 # Idempotent: a second run checks and does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
