@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 
@@ -41,6 +42,13 @@ class RequestStore(RecordStore[NodeRequest]):
         self._young_lock_dirs: dict[str, float] = {}
         super().__init__(client, REQUESTS, paths.REQUESTS_ROOT, self._parse,
                          paths.request_lock_path)
+        # Upstream's order of the cached requests, kept from the cache's events: a pool
+        # pass reads it with a backlog of thousands, so it is sorted again only when a
+        # request comes, goes or changes its relative priority, not on each state change.
+        self._order_lock = threading.Lock()
+        self._sort_keys: dict[str, tuple[str, int, str]] = {}
+        self._order: list[str] | None = []
+        self.add_listener(self._reorder)
 
     def _parse(self, path: str) -> tuple[str, str | None] | None:
         """A request znode's id; None (one warning) for a name that is no request id:
@@ -94,7 +102,26 @@ class RequestStore(RecordStore[NodeRequest]):
     # -- cache -------------------------------------------------------------------------------
     def cached_requests(self) -> list[NodeRequest]:
         """Cached requests sorted by (priority, relative_priority, sequence). Read-only."""
-        return sorted(self.cache.values(), key=lambda r: r.sort_key)
+        with self._order_lock:
+            if self._order is None:
+                keys = self._sort_keys
+                self._order = sorted(keys, key=keys.__getitem__)
+            order = self._order
+        records = dict(self.cache.items())
+        # (a request the cache holds but whose event has not reached `_reorder` yet is
+        # left for the pass that event wakes)
+        return [records[rid] for rid in order if rid in records]
+
+    def _reorder(self, request_id: str, request: NodeRequest | None) -> None:
+        key = None if request is None else request.sort_key
+        with self._order_lock:
+            if self._sort_keys.get(request_id) == key:
+                return
+            if key is None:
+                del self._sort_keys[request_id]
+            else:
+                self._sort_keys[request_id] = key
+            self._order = None
 
     def cached_request(self, request_id: str) -> NodeRequest | None:
         """One cached request or None."""

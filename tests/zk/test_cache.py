@@ -101,3 +101,42 @@ def test_a_lock_of_a_record_not_in_the_cache_is_not_reported_as_a_gone_record(
         assert [e for e in events if e[0] == "0000000042"] == []
     finally:
         store.stop_cache()
+
+
+def test_request_order_follows_arrivals_reprioritisations_and_removals(
+    zk_client: ZooKeeperClient, kazoo_client: KazooClient
+) -> None:
+    """The cached order is kept from events (not re-sorted per read): it must still equal
+    upstream's order (priority, relative_priority, sequence) after every kind of change."""
+    store = RequestStore(zk_client)
+    assert store.start_cache(timeout=10)
+
+    def in_order() -> bool:
+        cached = store.cached_requests()
+        direct = sorted(store.read_all(), key=lambda r: r.sort_key)
+        return [r.id for r in cached] == [r.id for r in direct]
+
+    try:
+        ids = [store.submit(NodeRequest(node_types=["a"], relative_priority=i % 3), priority=p)
+               for i, p in enumerate((300, 100, 200, 100, 300, 200))]
+        wait_for(lambda: len(store.cached_requests()) == 6 and in_order(), what="six in order")
+        # A state change keeps the order and is seen in the records handed out.
+        first = store.cached_requests()[0]
+        path = f"/nodepool/requests/{first.id}"
+        data = json.loads(kazoo_client.get(path)[0])
+        kazoo_client.set(path, json.dumps({**data, "state": "pending"}).encode())
+        wait_for(lambda: store.cached_requests()[0].state.value == "pending", what="pending")
+        assert in_order()
+        # Zuul lowers a waiting request's relative priority: it moves.
+        last = store.cached_requests()[-1]
+        path = f"/nodepool/requests/{last.id}"
+        data = json.loads(kazoo_client.get(path)[0])
+        kazoo_client.set(path, json.dumps({**data, "relative_priority": -5}).encode())
+        wait_for(in_order, what="re-prioritised")
+        assert [r.id for r in store.cached_requests()].index(last.id) < 5
+        kazoo_client.delete(f"/nodepool/requests/{ids[1]}")
+        newer = store.submit(NodeRequest(node_types=["b"]), priority=100)
+        wait_for(lambda: store.cached_request(newer) is not None and in_order(), what="moved")
+        assert ids[1] not in [r.id for r in store.cached_requests()]
+    finally:
+        store.stop_cache()
