@@ -1,4 +1,4 @@
-"""Pure request-assignment decisions (spec §2.1, §2.3): no I/O, snapshots in, decisions out.
+"""Pure request-assignment decisions, upstream's rules: no I/O, snapshots in, decisions out.
 
 A pool worker asks, for each open request in `order_requests` order, `decide(...)`: accept it,
 decline it, leave it to another pool (skip), or wait (defer). `all_declined` tells whether a

@@ -1,4 +1,4 @@
-"""`CleanupWorker`: the slow reconciliation passes (spec §7), each isolated from the others.
+"""`CleanupWorker`: the slow reconciliation passes, each isolated from the others.
 
 * lost requests: `pending` but unlocked (its launcher died) -> nodes deallocated (`init`
   ones deleted), `nodes=[]`, back to `requested`, so a live pool serves it;

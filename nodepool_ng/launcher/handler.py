@@ -1,4 +1,4 @@
-"""A request's path through one pool, after the pool worker decided to accept it (spec §2.1).
+"""A request's path through one pool, after the pool worker decided to accept it.
 
 1. decide: `pool.PoolWorker` (rules in `assignment.decide`), in upstream's order;
 2. reserve: `plan_slots` promises each slot a READY node of the pool or quota for a new one,
@@ -210,7 +210,7 @@ class RequestHandler:
             return None
         self.ctx.ledger.hold(self.id, node_id)
         node.allocated_to = self.id
-        # Spec §2.1 step 3: a reused node now counts for this tenant (tenant-resource-limits).
+        # As upstream: a reused node now counts for this tenant (tenant-resource-limits).
         node.tenant_name = self.request.tenant_name
         node.requestor = self.request.requestor
         self.ctx.zk.store_node(node)

@@ -1,4 +1,4 @@
-"""max-hold-age and a node's `hold_expiration` (spec §7 item 5): held nodes expire.
+"""max-hold-age and a node's `hold_expiration`: held nodes expire.
 
 A node in `hold` whose age in that state (now - `state_time`) reaches the smaller of its
 `hold_expiration` (if > 0) and the config's `max-hold-age` (if > 0) is deleted by cleanup;

@@ -88,7 +88,7 @@ def new_node(ctx: PoolContext, label: str, image: ImageInfo, request: NodeReques
         cloud=ctx.provider.cloud, region=ctx.provider.region_name,
         az=random.choice(zones) if zones else None,
         attributes=dict(ctx.pool.node_attributes) or None,
-        # Spec §2.1 step 3: the node counts for this tenant (tenant-resource-limits).
+        # As upstream: the node counts for this tenant (tenant-resource-limits).
         tenant_name=request.tenant_name, requestor=request.requestor,
         resources=cost.as_dict(), **image.node_fields(),
     )

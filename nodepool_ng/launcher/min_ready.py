@@ -1,4 +1,4 @@
-"""`MinReadyWorker`: keeps `min-ready` READY unallocated nodes per label (spec §2.4).
+"""`MinReadyWorker`: keeps `min-ready` READY unallocated nodes per label.
 
 For each label served by one of our pools: missing = min-ready - READY unallocated nodes
 (cluster-wide) - open min-ready requests for it. One request per missing node:

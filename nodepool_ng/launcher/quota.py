@@ -1,4 +1,4 @@
-"""Pure quota decisions (spec §6 Quota): pool limits and cloud limits against usage.
+"""Pure quota decisions: pool limits and cloud limits against usage.
 
 Cloud headroom = the cloud's limits minus what servers we do not manage use. Our own usage is
 counted from ZooKeeper node records, so a node counts from the moment its record exists.

@@ -1,4 +1,4 @@
-"""What the launcher reports to statsd (spec §8); the names live in `nodepool_ng.metrics`.
+"""What the launcher reports to statsd; the names live in `nodepool_ng.metrics`.
 
 The statsd client comes from env STATSD_HOST / STATSD_PORT; without STATSD_HOST nothing is
 sent. Names are upstream's; a requestor's `.` and `:` become `_`.

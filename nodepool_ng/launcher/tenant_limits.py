@@ -1,4 +1,4 @@
-"""`tenant-resource-limits` (spec §2.1 step 2, §3): defer a tenant's request while it would
+"""`tenant-resource-limits` (top-level config): defer a tenant's request while it would
 take the tenant over its limits.
 
 A tenant's usage is the sum of the `resources` of every node in ZooKeeper whose

@@ -58,7 +58,7 @@ class LauncherZK(Protocol):
 
     def delete_node(self, node: Node) -> None:
         """The znode with its lock: one transaction when we hold the lock and nobody waits,
-        else state `deleted` first (spec §1.7)."""
+        else state `deleted` first, so whoever wins the lock in the gap sees it deleted."""
         ...
 
     # -- requests --------------------------------------------------------------------------

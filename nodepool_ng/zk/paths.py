@@ -1,4 +1,4 @@
-"""THE ZooKeeper tree: every path nodepool_ng reads or writes, and parsers for them (spec §1.1).
+"""THE ZooKeeper tree: every path nodepool_ng reads or writes, and parsers for them.
 
 Relative to the client's chroot. Parsers return None for paths that are not of their kind,
 so cache event handlers can route on them.
