@@ -104,7 +104,7 @@ def start_launcher(config: Path, clouds_yaml: Path, **options: Any) -> Launcher:
     return launcher
 
 
-# -- Zuul's side, with plain kazoo (spec §1.2, §2.1 step 5, §11) ----------------------------
+# -- Zuul's side, with plain kazoo, as Zuul 14 writes and accepts requests -----------------
 def submit_request(
     kz: KazooClient, labels: list[str], priority: str = "200", provider: str | None = None
 ) -> str:

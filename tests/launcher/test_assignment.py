@@ -1,4 +1,4 @@
-"""Pure assignment decisions (spec §2.1, §2.3)."""
+"""Pure assignment decisions: accept, skip, defer, decline, and when a request fails."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_at_quota_yield_to_a_pool_that_may_have_room() -> None:
     assert not yield_at_quota(req(node_types=("big",)), A, [A, B])
     # The request asked for our provider: keep it.
     assert not yield_at_quota(req(provider="p1"), A, [A, B])
-    # A lower-precedence pool waits for us to pause (spec §2.1), so yielding to it would
+    # A lower-precedence pool waits until we pause, so yielding to it would
     # leave the request to nobody.
     low = PoolInfo("low", "p3", "main", frozenset({"small"}), priority=200)
     assert not yield_at_quota(req(), A, [A, low])

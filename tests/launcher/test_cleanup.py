@@ -1,5 +1,5 @@
-"""Cleanup against simcloud: max-ready-age, leaked servers, leaked floating IPs and DOWN ports
-(spec §7.2, §7.4), with the leak counters of spec §8."""
+"""Cleanup against simcloud: max-ready-age, leaked servers, leaked floating IPs and DOWN ports,
+with their `leaked.*` statsd counters."""
 
 from __future__ import annotations
 

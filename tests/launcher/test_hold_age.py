@@ -1,4 +1,4 @@
-"""max-hold-age and `hold_expiration` (spec §7 item 5): cleanup deletes held nodes past the
+"""max-hold-age and `hold_expiration`: cleanup deletes held nodes past the
 smaller of the two (a numeric string accepted, a bad value ignored) and keeps the others.
 Real ZooKeeper + simcloud; nodes are held the way Zuul's autohold does it."""
 

@@ -1,4 +1,4 @@
-"""instance-properties and dynamic-instance-properties (spec §3.2): rendered from the request
+"""instance-properties and dynamic-instance-properties (pool labels): rendered from the request
 (`{request.<attr>}`: id, labels, requestor, requestor_data, relative_priority, event_id,
 created_time, tenant_name) into the server's metadata, read back with openstacksdk. A template
 that cannot be rendered is logged and left out; the launch goes on (as upstream)."""

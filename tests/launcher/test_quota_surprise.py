@@ -1,5 +1,5 @@
 """Quota the launcher did not expect: the cloud refuses a create, or the pool is full of idle
-nodes of another label (spec §2.1 step 3: pause, free the oldest unused node)."""
+nodes of another label (upstream pauses and frees the oldest unused node)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""statsd (spec §8): a launch reports counters and timers, the stats leader node gauges."""
+"""statsd: a launch reports counters and timers, the stats leader node gauges."""
 
 from __future__ import annotations
 

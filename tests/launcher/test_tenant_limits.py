@@ -1,4 +1,4 @@
-"""tenant-resource-limits (spec §2.1 step 2): a tenant's request waits, `requested` and
+"""tenant-resource-limits: a tenant's request waits, `requested` and
 unlocked, while the tenant's nodes plus the request would exceed its limits; other tenants
 are unaffected; freeing the tenant's node lets it in. Real ZooKeeper + simcloud."""
 

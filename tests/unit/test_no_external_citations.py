@@ -22,14 +22,6 @@ ALLOWED = frozenset(
         "doc/configuration.md",
         "nodepool_ng/config/models.py",
         "nodepool_ng/config/schema.py",
-        "tests/launcher/harness.py",
-        "tests/launcher/test_assignment.py",
-        "tests/launcher/test_cleanup.py",
-        "tests/launcher/test_hold_age.py",
-        "tests/launcher/test_instance_properties.py",
-        "tests/launcher/test_quota_surprise.py",
-        "tests/launcher/test_stats.py",
-        "tests/launcher/test_tenant_limits.py",
     }
 )
 
