@@ -30,6 +30,15 @@ class NotConnected(NodepoolError):
     """The status tables are asked for before the daemon has a ZooKeeper client."""
 
 
+class _Server(wsgi.Server):
+    """cheroot's server with its own messages (bad requests, client errors) in our log
+    instead of on stderr."""
+
+    def error_log(self, msg: str = "", level: int = logging.INFO,
+                  traceback: bool = False) -> None:
+        log.log(level, "HTTP server: %s", msg, exc_info=traceback)
+
+
 class WebApp:
     """Serves the endpoints from a daemon thread; `ready` gates `/ready` and `/health/ready`.
 
@@ -70,13 +79,13 @@ class WebApp:
         self.ready = False
         self.cache = Cache(CACHE_SECONDS)
         self.app = make_app(self, mounts)
-        self._server: wsgi.Server | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind and serve; OSError when the address cannot be bound."""
-        server = wsgi.Server((self.host, self.port), self.app, numthreads=THREADS,
-                             server_name=SERVER_NAME)
+        server = _Server((self.host, self.port), self.app, numthreads=THREADS,
+                         server_name=SERVER_NAME)
         bound = threading.Event()
         failed: list[BaseException] = []
 
