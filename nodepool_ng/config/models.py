@@ -1,6 +1,6 @@
 """Validated configuration as frozen dataclasses.
 
-Field names are the YAML keys in snake_case and defaults are upstream Nodepool's (spec §3).
+Field names are the YAML keys in snake_case and defaults are upstream Nodepool's.
 Everything compares by value, so after a reload `old.providers[name] == new.providers[name]`
 tells whether a provider changed. Lists are tuples; dicts are plain dicts typed as `Mapping`
 (read-only by convention) so instances stay copyable and picklable.
@@ -181,7 +181,7 @@ class PoolLabelConfig:
 
 @dataclass(frozen=True)
 class StaticNodeConfig:
-    """One host of a static pool (spec §3.3); `max_parallel_jobs` nodes are registered."""
+    """One host of a static pool; `max_parallel_jobs` nodes are registered."""
 
     name: str  # hostname or address
     labels: tuple[str, ...]

@@ -283,7 +283,7 @@ OPENSTACK_PROVIDER = v.Schema(
     }
 )
 
-# --- static provider (drivers/static/driver.py; spec §3.3) ----------------------------------
+# --- static provider (drivers/static/driver.py) ---------------------------------------------
 
 STATIC_NODE = {
     v.Required("name"): str,
