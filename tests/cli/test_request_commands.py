@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,3 +145,54 @@ def test_refusals_exit_2(api_env: ApiEnv, tmp_path: Path) -> None:
                       "http://127.0.0.1:1/api/v1")
     assert result.returncode == 2 and "cannot reach the API at" in result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def doc_script(marker: str) -> str:
+    """The bash block of doc/api.md whose second line names `marker`."""
+    text = (Path(__file__).resolve().parents[2] / "doc" / "api.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    found = [b for b in blocks if b.splitlines()[1].startswith(f"# {marker}:")]
+    assert len(found) == 1, f"doc/api.md has {len(found)} scripts for {marker}"
+    return found[0]
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl, jq")
+def test_github_runner_hooks_of_the_doc(api_env: ApiEnv, tmp_path: Path,
+                                        kazoo_client: KazooClient) -> None:
+    api = api_env.start()
+    assert api_env.web is not None
+    hooks = {}
+    for name in ("ACTIONS_RUNNER_HOOK_JOB_STARTED", "ACTIONS_RUNNER_HOOK_JOB_COMPLETED"):
+        hooks[name] = tmp_path / f"{name.lower()}.sh"
+        hooks[name].write_text(doc_script(name))
+    (tmp_path / "token").write_text(SECRET)
+    github_env, state = tmp_path / "github_env", tmp_path / "state"
+    environ = {**os.environ, "NODEPOOL_API_URL": f"http://127.0.0.1:{api_env.web.port}/api/v1",
+               "NODEPOOL_API_TOKEN_FILE": str(tmp_path / "token"),
+               "NODEPOOL_HOOK_STATE": str(state), "NODEPOOL_LABEL": "small",
+               "GITHUB_ENV": str(github_env)}
+
+    def hook(name: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-e", str(hooks[name])], capture_output=True,
+                              text=True, env={**environ, **extra}, timeout=60)
+
+    started = hook("ACTIONS_RUNNER_HOOK_JOB_STARTED")
+    assert started.returncode == 0, started.stdout + started.stderr
+    request_id = state.read_text().strip()
+    [node] = api.call("GET", f"/requests/{request_id}").json()["nodes"]
+    record = h.node(kazoo_client, node["id"])
+    assert record is not None and record["state"] == "in-use"
+    assert github_env.read_text().splitlines() == [
+        f"NODEPOOL_NODE_IP={record['interface_ip']}", f"NODEPOOL_NODE_USER={record['username']}",
+        "NODEPOOL_NODE_PORT=22"]
+
+    completed = hook("ACTIONS_RUNNER_HOOK_JOB_COMPLETED")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"nodepool request {request_id}: returned"
+    assert not state.exists()
+    h.wait_for("server deleted in simcloud", lambda: not api_env.servers(), timeout=30)
+
+    refused = hook("ACTIONS_RUNNER_HOOK_JOB_STARTED", NODEPOOL_LABEL="nope")
+    assert refused.returncode != 0
+    assert "::error::nodepool API: POST /requests:" in refused.stderr
+    assert "unknown label 'nope'" in refused.stderr
