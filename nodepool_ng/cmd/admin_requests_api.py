@@ -26,7 +26,10 @@ from nodepool_ng.output import render_rows
 URL_ENV = "NODEPOOL_API_URL"
 TOKEN_ENV = "NODEPOOL_API_TOKEN"
 DEFAULT_URL = "http://localhost:8005/api/v1"
-POLL = 30.0  # seconds one long-poll GET waits (the API allows up to 60)
+# Seconds one long-poll GET waits (the API allows up to 60). The API answers a GET at the
+# first change from the state the lease had when the GET came: a change in between two GETs
+# is seen only at the end of the next one's wait, so the wait is kept short.
+POLL = 10.0
 HTTP_SLACK = 30.0  # seconds an HTTP call may take beyond its long-poll wait
 DONE_STATES = ("fulfilled", "failed", "returned", "expired")  # nothing more to wait for
 NODE_COLUMNS = (("id", "ID"), ("label", "Label"), ("provider", "Provider"),
