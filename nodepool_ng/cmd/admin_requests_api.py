@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -79,15 +80,14 @@ class ApiClient:
 
     def get(self, request_id: str, wait: float = 0.0) -> dict[str, Any]:
         params = {"wait": f"{wait:g}"} if wait > 0 else None
-        return self.call("GET", f"/requests/{request_id}", timeout=wait + HTTP_SLACK,
-                         params=params)
+        return self.call("GET", _path(request_id), timeout=wait + HTTP_SLACK, params=params)
 
     def renew(self, request_id: str, lease_seconds: int | None) -> dict[str, Any]:
         body = None if lease_seconds is None else {"lease_seconds": lease_seconds}
-        return self.call("POST", f"/requests/{request_id}/renew", json=body)
+        return self.call("POST", _path(request_id) + "/renew", json=body)
 
     def release(self, request_id: str) -> dict[str, Any]:
-        return self.call("DELETE", f"/requests/{request_id}")
+        return self.call("DELETE", _path(request_id))
 
     def wait_done(self, request_id: str, timeout: float | None) -> dict[str, Any]:
         """Long-poll until the request is in a DONE_STATE, or `timeout` seconds passed (the
@@ -100,6 +100,11 @@ class ApiClient:
                 break
             lease = self.get(request_id, wait=min(POLL, remaining))
         return lease
+
+
+def _path(request_id: str) -> str:
+    """`/requests/<id>`, the id one path segment whatever it holds (`..`, `/`)."""
+    return "/requests/" + quote(request_id, safe="")
 
 
 def _refusal(method: str, url: str, status: int, body: Any) -> str:
@@ -120,22 +125,23 @@ def add_commands(sub: Any, add: AddCommand) -> None:
                    help="give up --wait after SECONDS (exit 1; the request stays)")
     p.add_argument("--lease", type=int, default=None, metavar="SECONDS",
                    help="lease time in seconds (default: the API's, 3600)")
-    p.add_argument("--provider", help="only this provider serves the request")
+    p.add_argument("--provider", dest="api_provider", metavar="PROVIDER",
+                   help="only this provider serves the request")
     p.add_argument("--priority", metavar="NNN", help="request priority, 0-999 (lower first)")
     _common(p)
     p = add(sub, "request-show", cmd_request_show, "show a REST API request and its nodes")
-    p.add_argument("id", help="request id")
+    p.add_argument("request_id", metavar="ID", help="request id")
     p.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
                    help="answer once the state changes (at most SECONDS, up to 60)")
     _common(p)
     p = add(sub, "request-renew", cmd_request_renew, "push a REST API lease's expiry back")
-    p.add_argument("id", help="request id")
+    p.add_argument("request_id", metavar="ID", help="request id")
     p.add_argument("--lease", type=int, default=None, metavar="SECONDS",
                    help="new expiry SECONDS from now (default: the lease's own time)")
     _common(p)
     p = add(sub, "request-return", cmd_request_return,
             "give a REST API request's nodes back (or cancel it)")
-    p.add_argument("id", help="request id")
+    p.add_argument("request_id", metavar="ID", help="request id")
     _common(p)
 
 
@@ -203,8 +209,8 @@ def _create(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
     body: dict[str, Any] = {"labels": list(args.labels)}
     if args.lease is not None:
         body["lease_seconds"] = args.lease
-    if args.provider is not None:
-        body["provider"] = args.provider
+    if args.api_provider is not None:
+        body["provider"] = args.api_provider
     if args.priority is not None:
         body["priority"] = args.priority
     lease = api.create(body)
@@ -240,7 +246,7 @@ def node_table(lease: dict[str, Any]) -> str:
 
 
 def _show(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
-    lease = api.get(args.id, wait=min(args.wait or 0.0, 60.0))
+    lease = api.get(args.request_id, wait=min(args.wait or 0.0, 60.0))
     if ctx.as_json:
         ctx.print(json.dumps(lease))
         return 0
@@ -258,13 +264,13 @@ def _summary(lease: dict[str, Any]) -> str:
 
 
 def _renew(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
-    lease = api.renew(args.id, args.lease)
+    lease = api.renew(args.request_id, args.lease)
     ctx.print(json.dumps(lease) if ctx.as_json else _summary(lease))
     return 0
 
 
 def _return(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
-    lease = api.release(args.id)
+    lease = api.release(args.request_id)
     ctx.print(json.dumps(lease) if ctx.as_json else _summary(lease))
     return 0
 
