@@ -31,6 +31,7 @@ DEFAULT_URL = "http://localhost:8005/api/v1"
 # first change from the state the lease had when the GET came: a change in between two GETs
 # is seen only at the end of the next one's wait, so the wait is kept short.
 POLL = 10.0
+RETRY_PAUSE = 1.0  # seconds before asking again when a wait was answered at once, unchanged
 HTTP_SLACK = 30.0  # seconds an HTTP call may take beyond its long-poll wait
 DONE_STATES = ("fulfilled", "failed", "returned", "expired")  # nothing more to wait for
 NODE_COLUMNS = (("id", "ID"), ("label", "Label"), ("provider", "Provider"),
@@ -91,14 +92,21 @@ class ApiClient:
 
     def wait_done(self, request_id: str, timeout: float | None) -> dict[str, Any]:
         """Long-poll until the request is in a DONE_STATE, or `timeout` seconds passed (the
-        lease as last seen, then)."""
+        lease as last seen, then). A wait answered at once with the state unchanged (the API
+        had no wait slot free: `Retry-After`) is followed by a pause, not a busy loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         lease = self.get(request_id)
         while lease.get("state") not in DONE_STATES:
             remaining = POLL if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 break
-            lease = self.get(request_id, wait=min(POLL, remaining))
+            wait = min(POLL, remaining)
+            asked = time.monotonic()
+            state = lease.get("state")
+            lease = self.get(request_id, wait=wait)
+            early = time.monotonic() - asked < min(RETRY_PAUSE, wait)
+            if lease.get("state") == state and early:
+                time.sleep(RETRY_PAUSE)
         return lease
 
 

@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +198,39 @@ def test_github_runner_hooks_of_the_doc(api_env: ApiEnv, tmp_path: Path,
     assert refused.returncode != 0
     assert "::error::nodepool API: POST /requests:" in refused.stderr
     assert "unknown label 'nope'" in refused.stderr
+
+
+def test_wait_answered_at_once_is_paced(tmp_path: Path) -> None:
+    """An API with no wait slot free answers every long-poll at once, unchanged, with
+    `Retry-After`: `--wait` asks again after a pause, not in a busy loop."""
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    gets: list[float] = []
+    lease = {"id": "200-0000000001", "state": "pending", "labels": ["small"], "nodes": [],
+             "expires": 0.0, "failure_reason": None}
+
+    @Request.application  # type: ignore[misc]
+    def app(request: Request) -> Response:
+        if request.method == "GET":
+            gets.append(time.monotonic())
+        response = Response(json.dumps(lease), status=201 if request.method == "POST" else 200,
+                            mimetype="application/json")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "token").write_text(SECRET)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NODEPOOL_API_")}
+        result = subprocess.run(
+            [NODEPOOL, "request-create", "small", "--wait", "--timeout", "3",
+             "--api-url", f"http://127.0.0.1:{server.server_port}/api/v1",
+             "--api-token-file", str(tmp_path / "token")],
+            capture_output=True, text=True, env=environ, timeout=30)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1 and "is still pending after 3 s" in result.stderr
+    assert 2 <= len(gets) <= 6, f"{len(gets)} GETs in 3 s"
