@@ -13,7 +13,10 @@ known one). Refusals are JSON `{"error": ..., "field": ...}` with the status of 
 `ApiError`: 400 bad input (naming the field), 403 a label the token may not use or another
 token's lease, 404 unknown id, 409 renewing a finished lease, 429 over the token's
 `max-nodes`, 413 a body over 64 KiB, 503 before the launcher is connected or while
-ZooKeeper is unreachable. With no `webapp.api-tokens` in the config the API is off: 404 for
+ZooKeeper is unreachable. A `wait` holds one of the web server's threads: at most
+`WAIT_SLOTS` GETs wait at once; another is answered at once with the lease as it is (200,
+the same body) and `Retry-After: 1`, so the health checks and the page always find a free
+thread. With no `webapp.api-tokens` in the config the API is off: 404 for
 every path. Each call is counted by token name and status (`nodepool_api_requests_total`);
 the secret is never logged.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -37,11 +41,16 @@ from nodepool_ng.api.openapi import openapi
 from nodepool_ng.api.service import MAX_WAIT, LeaseService
 from nodepool_ng.config.models import ApiTokenConfig, Config
 from nodepool_ng.errors import ZooKeeperError
+from nodepool_ng.web.server import THREADS
 
 log = logging.getLogger("nodepool_ng.api.app")
 
 MAX_BODY = 64 * 1024  # bytes
 NO_TOKEN = "-"  # the metric's token label for calls without a known token
+# Long-polls waiting at once: half the web server's threads, the other half left free for
+# every other call (health checks, the status page, metrics, the API's other calls).
+WAIT_SLOTS = THREADS // 2
+RETRY_AFTER = "1"  # seconds, when a long-poll found no free slot and was answered at once
 
 URLS = Map([
     Rule("/requests", methods=["POST"], endpoint="create"),
@@ -59,12 +68,14 @@ class _Request(Request):
 
 class ApiApp:
     """`service()`: the launcher's LeaseService, None until it is connected (503 then);
-    `config()`: the current config (its `webapp.api-tokens`)."""
+    `config()`: the current config (its `webapp.api-tokens`); `wait_slots`: long-polls
+    waiting at once."""
 
     def __init__(self, service: Callable[[], LeaseService | None],
-                 config: Callable[[], Config]) -> None:
+                 config: Callable[[], Config], wait_slots: int = WAIT_SLOTS) -> None:
         self._service = service
         self._config = config
+        self._wait_slots = threading.BoundedSemaphore(wait_slots)
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -115,7 +126,18 @@ class ApiApp:
             return _json(200, {"requests": service.list_leases(token, requestor)})
         if endpoint == "get":
             wait = validate.wait_seconds(request.args.get("wait"), MAX_WAIT)
-            return _json(200, service.get(token, lease_id, wait))
+            if wait <= 0:
+                return _json(200, service.get(token, lease_id))
+            if not self._wait_slots.acquire(blocking=False):
+                # Every slot is taken: the lease now, and when to ask again.
+                log.debug("GET %s: no free wait slot, answered at once", lease_id)
+                response = _json(200, service.get(token, lease_id))
+                response.headers["Retry-After"] = RETRY_AFTER
+                return response
+            try:
+                return _json(200, service.get(token, lease_id, wait))
+            finally:
+                self._wait_slots.release()
         if endpoint == "renew":
             return _json(200, service.renew(token, lease_id, _body(request, required=False)))
         return _json(200, service.release(token, lease_id))

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodepool_ng.web")
 
-THREADS = 10  # cheroot's default; each serves one connection at a time
+# Worker threads (cheroot's default is 10); each serves one request at a time, and a
+# long-polling API GET holds its thread while it waits: `api.app.WAIT_SLOTS` lets at most
+# half of them wait, so the rest always answer the health checks, the page and the API.
+THREADS = 32
 SERVER_NAME = "nodepool_ng"
 
 
