@@ -52,7 +52,7 @@ from nodepool_ng.launcher.poolctx import PoolContext
 from nodepool_ng.launcher.session import relock_handler
 from nodepool_ng.launcher.tenant_limits import tenant_pass
 from nodepool_ng.log import get_logger
-from nodepool_ng.model.request import NodeRequest, RequestState
+from nodepool_ng.model.request import NodeRequest
 from nodepool_ng.runtime.loop import Worker
 
 ACCEPT_THREADS = 8  # concurrent accepts per pool (ZooKeeper I/O, not CPU)
@@ -103,6 +103,22 @@ class _Work:
     handler: RequestHandler | None = None  # None until its accept is done
     job: Future[Any] | None = None  # its accept, or a refill, running in the background
     pauses: bool = False  # that job leaves a slot empty
+    # `job` is done (set by its done-callback): a pass reads a flag rather than asking each
+    # of hundreds of queued accepts' futures under their locks (a burst's backlog).
+    finished: bool = False
+    _wake: Callable[[], None] | None = None
+
+    def run(self, job: Future[Any], pauses: bool, wake: Callable[[], None]) -> None:
+        """`job` is this request's background work now; `wake()` once it is done (the job's
+        own last wake-up comes before its future is done, so a pass it wakes may miss it)."""
+        self.job, self.pauses, self.finished, self._wake = job, pauses, False, wake
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: Future[Any]) -> None:
+        if job is self.job:
+            self.finished = True
+            if self._wake is not None:
+                self._wake()
 
     @property
     def paused(self) -> bool:
@@ -178,7 +194,7 @@ class PoolWorker(Worker):
         """Adopt finished background jobs, then advance each handler (refill or poll)."""
         for rid, work in list(self._work.items()):
             if work.job is not None:
-                if not work.job.done():
+                if not work.finished:
                     continue
                 job, work.job = work.job, None
                 if work.handler is None:
@@ -225,9 +241,10 @@ class PoolWorker(Worker):
                 unplan(self.ctx, plan)
                 self.wake()
 
-        work.job = self._executor().submit(refill)
-        work.pauses = any(s is None for s, label in zip(plan, empty, strict=True)
-                          if label is not None)
+        work.run(self._executor().submit(refill),
+                 pauses=any(s is None for s, label in zip(plan, empty, strict=True)
+                            if label is not None),
+                 wake=self.wake)
         return True
 
     def _publish(self, paused: bool) -> None:
@@ -251,10 +268,8 @@ class PoolWorker(Worker):
         me = ctx.info(paused)
         open_requests = {
             r.id: r
-            for r in ctx.zk.requests()
-            if r.state is RequestState.REQUESTED
-            and r.id not in self._work
-            and ctx.pool_id not in r.declined_by
+            for r in ctx.zk.open_requests()
+            if r.id not in self._work and ctx.pool_id not in r.declined_by
         }
         self._yielding = {rid: t for rid, t in self._yielding.items() if rid in open_requests}
         self._full = False
@@ -312,8 +327,8 @@ class PoolWorker(Worker):
 
     def _start_accept(self, request_id: str, plan: Plan, pauses: bool) -> None:
         self.ctx.ledger.open_request(request_id)
-        job = self._executor().submit(accept, self.ctx, request_id, plan)
-        self._work[request_id] = _Work(job=job, pauses=pauses)
+        work = self._work[request_id] = _Work()
+        work.run(self._executor().submit(accept, self.ctx, request_id, plan), pauses, self.wake)
 
     def _accepting(self) -> bool:
         """Accepts are running in the background."""

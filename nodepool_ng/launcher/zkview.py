@@ -66,6 +66,10 @@ class LauncherZK(Protocol):
         """Cached snapshot of every request."""
         ...
 
+    def open_requests(self) -> list[NodeRequest]:
+        """Cached requests still `requested`, in upstream's order."""
+        ...
+
     def request_cached(self, request_id: str) -> NodeRequest | None: ...
 
     def malformed_requests(self) -> dict[str, str]:
@@ -198,6 +202,9 @@ class StoresView:
     # -- requests --------------------------------------------------------------------------
     def requests(self) -> list[NodeRequest]:
         return self.request_store.cached_requests()
+
+    def open_requests(self) -> list[NodeRequest]:
+        return self.request_store.cached_open_requests()
 
     def request_cached(self, request_id: str) -> NodeRequest | None:
         return self.request_store.cached_request(request_id)

@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -444,6 +444,12 @@ class RecordCache(Generic[T]):
         """Cached record ids."""
         with self._lock:
             return list(self._records)
+
+    def get_many(self, record_ids: Iterable[str]) -> list[T]:
+        """The cached records of `record_ids`, in that order (the ids not cached left out)."""
+        with self._lock:
+            records = self._records
+            return [records[i] for i in record_ids if i in records]
 
     def values(self) -> list[T]:
         """A snapshot list of cached records."""

@@ -42,12 +42,13 @@ class RequestStore(RecordStore[NodeRequest]):
         self._young_lock_dirs: dict[str, float] = {}
         super().__init__(client, REQUESTS, paths.REQUESTS_ROOT, self._parse,
                          paths.request_lock_path)
-        # Upstream's order of the cached requests, kept from the cache's events: a pool
-        # pass reads it with a backlog of thousands, so it is sorted again only when a
-        # request comes, goes or changes its relative priority, not on each state change.
+        # Upstream's order of the cached requests, and of those still `requested`, kept
+        # from the cache's events: a pool pass reads it with a backlog of thousands, so it
+        # is sorted again only when a request comes, goes, is re-prioritised or leaves
+        # `requested`, not on each read or state change.
         self._order_lock = threading.Lock()
-        self._sort_keys: dict[str, tuple[str, int, str]] = {}
-        self._order: list[str] | None = []
+        self._all = _Ordering()
+        self._open = _Ordering()
         self.add_listener(self._reorder)
 
     def _parse(self, path: str) -> tuple[str, str | None] | None:
@@ -102,26 +103,26 @@ class RequestStore(RecordStore[NodeRequest]):
     # -- cache -------------------------------------------------------------------------------
     def cached_requests(self) -> list[NodeRequest]:
         """Cached requests sorted by (priority, relative_priority, sequence). Read-only."""
+        return self._in_order(self._all)
+
+    def cached_open_requests(self) -> list[NodeRequest]:
+        """The cached requests still `requested` (nobody has accepted them), in the same
+        order: what a pool decides on. Read-only."""
+        return [r for r in self._in_order(self._open) if r.state is RequestState.REQUESTED]
+
+    def _in_order(self, ordering: _Ordering) -> list[NodeRequest]:
         with self._order_lock:
-            if self._order is None:
-                keys = self._sort_keys
-                self._order = sorted(keys, key=keys.__getitem__)
-            order = self._order
-        records = dict(self.cache.items())
+            order = ordering.ids()
         # (a request the cache holds but whose event has not reached `_reorder` yet is
         # left for the pass that event wakes)
-        return [records[rid] for rid in order if rid in records]
+        return self.cache.get_many(order)
 
     def _reorder(self, request_id: str, request: NodeRequest | None) -> None:
         key = None if request is None else request.sort_key
+        is_open = request is not None and request.state is RequestState.REQUESTED
         with self._order_lock:
-            if self._sort_keys.get(request_id) == key:
-                return
-            if key is None:
-                del self._sort_keys[request_id]
-            else:
-                self._sort_keys[request_id] = key
-            self._order = None
+            self._all.place(request_id, key)
+            self._open.place(request_id, key if is_open else None)
 
     def cached_request(self, request_id: str) -> NodeRequest | None:
         """One cached request or None."""
@@ -220,3 +221,26 @@ class RequestStore(RecordStore[NodeRequest]):
             removed += 1
         self._young_lock_dirs = young
         return removed
+
+
+class _Ordering:
+    """Request ids in upstream's order, re-sorted lazily after a membership or key change."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[str, int, str]] = {}
+        self._ids: list[str] | None = []
+
+    def place(self, request_id: str, key: tuple[str, int, str] | None) -> None:
+        """`key` None: not a member (any more)."""
+        if self._keys.get(request_id) == key:
+            return
+        if key is None:
+            del self._keys[request_id]
+        else:
+            self._keys[request_id] = key
+        self._ids = None
+
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = sorted(self._keys, key=self._keys.__getitem__)
+        return self._ids

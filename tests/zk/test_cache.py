@@ -112,9 +112,10 @@ def test_request_order_follows_arrivals_reprioritisations_and_removals(
     assert store.start_cache(timeout=10)
 
     def in_order() -> bool:
-        cached = store.cached_requests()
         direct = sorted(store.read_all(), key=lambda r: r.sort_key)
-        return [r.id for r in cached] == [r.id for r in direct]
+        return [r.id for r in store.cached_requests()] == [r.id for r in direct] and [
+            r.id for r in store.cached_open_requests()] == [
+            r.id for r in direct if r.state.value == "requested"]
 
     try:
         ids = [store.submit(NodeRequest(node_types=["a"], relative_priority=i % 3), priority=p)
@@ -126,7 +127,7 @@ def test_request_order_follows_arrivals_reprioritisations_and_removals(
         data = json.loads(kazoo_client.get(path)[0])
         kazoo_client.set(path, json.dumps({**data, "state": "pending"}).encode())
         wait_for(lambda: store.cached_requests()[0].state.value == "pending", what="pending")
-        assert in_order()
+        assert in_order() and first.id not in [r.id for r in store.cached_open_requests()]
         # Zuul lowers a waiting request's relative priority: it moves.
         last = store.cached_requests()[-1]
         path = f"/nodepool/requests/{last.id}"
