@@ -47,6 +47,7 @@ log = logging.getLogger("nodepool_ng.api.app")
 
 MAX_BODY = 64 * 1024  # bytes
 NO_TOKEN = "-"  # the metric's token label for calls without a known token
+TOKEN_NAME_KEY = "nodepool.api.token"  # WSGI environ: the authenticated token's name
 # Long-polls waiting at once: half the web server's threads, the other half left free for
 # every other call (health checks, the status page, metrics, the API's other calls).
 WAIT_SLOTS = THREADS // 2
@@ -80,9 +81,8 @@ class ApiApp:
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = _Request(environ)
-        token_name = NO_TOKEN
         try:
-            response, token_name = self._dispatch(request)
+            response = self._dispatch(request)
         except ApiError as e:
             response = _error(e)
         except ZooKeeperError as e:
@@ -91,10 +91,12 @@ class ApiApp:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = _error(ApiError(500, None, "internal error (the launcher log says why)"))
+        # a refusal after the token was known counts under its name too
+        token_name = request.environ.get(TOKEN_NAME_KEY, NO_TOKEN)
         prometheus.API_CALLS.labels(token_name, str(response.status_code)).inc()
         return response(environ, start_response)
 
-    def _dispatch(self, request: Request) -> tuple[Response, str]:
+    def _dispatch(self, request: Request) -> Response:
         tokens = self._config().webapp.api_tokens
         if not tokens:
             raise ApiError(404, None, "the REST request API is off: the config has no "
@@ -106,12 +108,13 @@ class ApiApp:
             raise ApiError(e.code or 404, None, f"{request.method} {request.path}: "
                            f"{e.name.lower()}") from None
         if endpoint == "openapi":
-            return _json(200, openapi(request.script_root)), NO_TOKEN
+            return _json(200, openapi(request.script_root))
         token = authenticate(request.headers.get("Authorization"), tokens)
+        request.environ[TOKEN_NAME_KEY] = token.name
         service = self._service()
         if service is None:
             raise ApiError(503, None, "the launcher is not connected to ZooKeeper yet")
-        return self._call(service, token, endpoint, args, request), token.name
+        return self._call(service, token, endpoint, args, request)
 
     def _call(self, service: LeaseService, token: ApiTokenConfig, endpoint: str,
               args: Mapping[str, Any], request: Request) -> Response:

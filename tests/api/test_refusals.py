@@ -42,7 +42,9 @@ def test_refusals(api_env: ApiEnv) -> None:
         "nodepool_api_requests_total", {"token": "-", "status": "401"})
     assert after == before + 3
 
-    # 400, naming the field.
+    # 400, naming the field (counted under the token that asked).
+    refused_before = prometheus.REGISTRY.get_sample_value(
+        "nodepool_api_requests_total", {"token": "ci", "status": "400"}) or 0.0
     _refused(api.create(["huge"]), 400, "labels", "unknown label 'huge'")
     _refused(api.create([]), 400, "labels", "non-empty list")
     _refused(api.call("POST", "/requests", json={"lease_seconds": 5}), 400, "labels",
@@ -62,6 +64,8 @@ def test_refusals(api_env: ApiEnv) -> None:
              "wait", "not a number")
     _refused(api.call("GET", "/requests/100-0000000001", params={"wait": 600}), 400,
              "wait", "between 0 and 60")
+    assert prometheus.REGISTRY.get_sample_value(
+        "nodepool_api_requests_total", {"token": "ci", "status": "400"}) == refused_before + 12
 
     # 404: unknown ids (also names that are no request id), unknown paths.
     _refused(api.call("GET", "/requests/100-0000009999"), 404, "id", "no request")
