@@ -144,7 +144,14 @@ def openapi(base: str) -> dict[str, Any]:
                     "parameters": [{"name": "wait", "in": "query",
                                     "schema": {"type": "number", "minimum": 0, "maximum": 60},
                                     "description": "Seconds to wait for a state change"}],
-                    "responses": {"200": _response("The lease", _LEASE), **_ERRORS},
+                    "responses": {"200": {
+                        **_response("The lease", _LEASE),
+                        "headers": {"Retry-After": {
+                            "schema": {"type": "integer"},
+                            "description": "Present when the launcher had no free wait slot: "
+                                           "the current state was answered at once; poll "
+                                           "again after this many seconds"}}},
+                        **_ERRORS},
                 },
                 "delete": {
                     "summary": "Return the nodes, or cancel the waiting request",
