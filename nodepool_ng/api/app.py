@@ -3,7 +3,10 @@ app (its paths below are relative to that mount):
 
     POST   /requests                 create a lease: 201, Location: .../requests/<id>
     GET    /requests[?requestor=N]   the token's leases: {"requests": [...]}
-    GET    /requests/<id>[?wait=S]   one lease; with `wait`, once its state changes (<= 60 s)
+    GET    /requests/<id>[?wait=S[&since=STATE]]
+                                     one lease; with `wait`, once its state differs from
+                                     `since` (the state the client saw last; absent: the
+                                     state when the call came), at most S (<= 60) seconds
     POST   /requests/<id>/renew      a new expiry: `lease_seconds` (default the lease's) from now
     DELETE /requests/<id>            return the nodes, or cancel the waiting request
     GET    /openapi.json             the OpenAPI 3 description (no token needed)
@@ -16,9 +19,10 @@ token's lease, 404 unknown id, 409 renewing a finished lease, 429 over the token
 ZooKeeper is unreachable. A `wait` holds one of the web server's threads: at most
 `WAIT_SLOTS` GETs wait at once; another is answered at once with the lease as it is (200,
 the same body) and `Retry-After: 1`, so the health checks and the page always find a free
-thread. With no `webapp.api-tokens` in the config the API is off: 404 for
-every path. Each call is counted by token name and status (`nodepool_api_requests_total`);
-the secret is never logged.
+thread. A GET whose lease already differs from its `since` is answered at once without
+taking a slot (and without `Retry-After`). With no `webapp.api-tokens` in the config the
+API is off: 404 for every path. Each call is counted by token name and status
+(`nodepool_api_requests_total`); the secret is never logged.
 """
 
 from __future__ import annotations
@@ -129,7 +133,11 @@ class ApiApp:
             return _json(200, {"requests": service.list_leases(token, requestor)})
         if endpoint == "get":
             wait = validate.wait_seconds(request.args.get("wait"), MAX_WAIT)
+            since = validate.since_state(request.args.get("since"))
             if wait <= 0:
+                return _json(200, service.get(token, lease_id))
+            if since is not None and service.state(token, lease_id) is not since:
+                # Changed since the client looked: answered at once, without a wait slot.
                 return _json(200, service.get(token, lease_id))
             if not self._wait_slots.acquire(blocking=False):
                 # Every slot is taken: the lease now, and when to ask again.
@@ -138,7 +146,7 @@ class ApiApp:
                 response.headers["Retry-After"] = RETRY_AFTER
                 return response
             try:
-                return _json(200, service.get(token, lease_id, wait))
+                return _json(200, service.get(token, lease_id, wait, since))
             finally:
                 self._wait_slots.release()
         if endpoint == "renew":

@@ -140,10 +140,19 @@ def openapi(base: str) -> dict[str, Any]:
             "/requests/{id}": {
                 "parameters": [_ID],
                 "get": {
-                    "summary": "One request; with wait, once its state changes",
-                    "parameters": [{"name": "wait", "in": "query",
-                                    "schema": {"type": "number", "minimum": 0, "maximum": 60},
-                                    "description": "Seconds to wait for a state change"}],
+                    "summary": "One request; with wait, once its state differs from since",
+                    "parameters": [
+                        {"name": "wait", "in": "query",
+                         "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                         "description": "Seconds to wait for a state change"},
+                        {"name": "since", "in": "query",
+                         "schema": {"type": "string", "enum": [s.value for s in LeaseState]},
+                         "description": "The state the client saw last: with wait, a lease "
+                                        "in another state is answered at once, else at "
+                                        "its next change. Absent: the wait is for a change "
+                                        "from the state when the call came (a change "
+                                        "between two calls is then missed)"},
+                    ],
                     "responses": {"200": {
                         **_response("The lease", _LEASE),
                         "headers": {"Retry-After": {

@@ -6,7 +6,8 @@ token (`ApiTokenConfig`, from `auth.authenticate`) and returns the JSON view of 
   `max-nodes` over the nodes its unfinished leases hold or asked for: 429), then submits
   an ordinary node request (requestor: the token's name; every launcher serves it as it
   serves Zuul's) and writes the lease record named by the request's id.
-- `get` (optionally waiting up to `wait` seconds for the shown state to change),
+- `get` (optionally waiting up to `wait` seconds for the shown state to differ from
+  `since`, the state the client saw last, or else from the state when the call came),
   `list_leases`.
 - `renew`: a new expiry, `lease_seconds` from now.
 - `release`: a waiting lease's node request is deleted (as Zuul cancels one); a fulfilled
@@ -101,13 +102,15 @@ class LeaseService:
                  ",".join(spec.labels), spec.lease_seconds)
         return self._view(lease)
 
-    def get(self, token: ApiTokenConfig, lease_id: str, wait: float = 0.0) -> dict[str, Any]:
-        """The lease; with `wait`, once its shown state differs from what it was when the
-        call came (or after `wait` seconds)."""
+    def get(self, token: ApiTokenConfig, lease_id: str, wait: float = 0.0,
+            since: LeaseState | None = None) -> dict[str, Any]:
+        """The lease; with `wait`, once its shown state differs from `since` (the state the
+        client saw last; None: the state when the call came), or after `wait` seconds. A
+        lease that already differs from `since` is answered at once."""
         lease = self._lease(token, lease_id)
         if wait <= 0:
             return self._view(lease)
-        first = shown_state(lease)
+        first = shown_state(lease) if since is None else since
         deadline = time.monotonic() + min(wait, MAX_WAIT)
         with self._waiters.watching(lease_id) as changed:
             while True:
@@ -120,6 +123,10 @@ class LeaseService:
                 # A valid lease's shown state turns `expired` at its expiry, unwritten.
                 until_expiry = lease.expires - now if lease.keeps_nodes(now) else math.inf
                 changed.wait(min(remaining, until_expiry + 0.01))
+
+    def state(self, token: ApiTokenConfig, lease_id: str) -> LeaseState:
+        """The lease's shown state now (cheaper than its view: no nodes read)."""
+        return shown_state(self._lease(token, lease_id))
 
     def list_leases(self, token: ApiTokenConfig,
                     requestor: str | None = None) -> list[dict[str, Any]]:

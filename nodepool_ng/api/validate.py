@@ -5,7 +5,8 @@ A create asks for `labels` (a non-empty list of the config's labels, no more tha
 of the chosen providers serves at once: upstream declines a request no pool can hold),
 `lease_seconds` (1..MAX_LEASE_SECONDS, default DEFAULT_LEASE_SECONDS), and optionally a
 `provider` and a `priority` (upstream's request priority: 0-999 or its 3-character form;
-default Zuul's normal one, 200)."""
+default Zuul's normal one, 200). A GET's query parameters, `wait` and `since`, are
+checked here too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from nodepool_ng.api.errors import bad
 from nodepool_ng.config.models import Config
+from nodepool_ng.model.lease import LeaseState
 from nodepool_ng.model.request import format_priority
 
 DEFAULT_LEASE_SECONDS = 3600
@@ -73,6 +75,17 @@ def wait_seconds(value: str | None, limit: float) -> float:
     if not math.isfinite(seconds) or not 0 <= seconds <= limit:
         raise bad("wait", f"{value} is not between 0 and {limit:g}")
     return seconds
+
+
+def since_state(value: str | None) -> LeaseState | None:
+    """The `since` query parameter of a GET: the state the client saw last (None: absent)."""
+    if value is None:
+        return None
+    try:
+        return LeaseState(value)
+    except ValueError:
+        known = ", ".join(s.value for s in LeaseState)
+        raise bad("since", f"{value!r} is not a request state ({known})") from None
 
 
 def _object(body: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:

@@ -6,12 +6,17 @@ Where: `--api-url` or `NODEPOOL_API_URL` (default DEFAULT_URL); who: `--api-toke
 with `--wait`), 1 the request failed, ended, or `--timeout` passed while waiting, 2 a usage,
 token, connection or HTTP error (one line naming the problem, the API's own message and
 field when it gave one).
+
+A wait's GETs name the state last seen (`since`): a change between two of them is answered
+at once. A wait's GET that cannot reach the API or gets 502/503/504 (a launcher restarting,
+its proxy, ZooKeeper away) is tried again after RETRY_DELAYS, then exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -22,15 +27,20 @@ from urllib.parse import quote
 import requests
 
 from nodepool_ng.cmd.admin_context import AdminContext
+from nodepool_ng.model.lease import LeaseState
 from nodepool_ng.output import render_rows
 
 URL_ENV = "NODEPOOL_API_URL"
 TOKEN_ENV = "NODEPOOL_API_TOKEN"
 DEFAULT_URL = "http://localhost:8005/api/v1"
-# Seconds one long-poll GET waits (the API allows up to 60). The API answers a GET at the
-# first change from the state the lease had when the GET came: a change in between two GETs
-# is seen only at the end of the next one's wait, so the wait is kept short.
-POLL = 10.0
+# Seconds one long-poll GET waits (the API allows up to 60; each names the state last seen,
+# so its length costs no latency). Under the 60 s read timeout of common proxies.
+POLL = 30.0
+# Seconds between the tries of a wait's GET that met a connection error or RETRY_STATUSES:
+# five tries, over 15 s, then exit 2.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+RETRY_STATUSES = frozenset({502, 503, 504})
+STATES = tuple(s.value for s in LeaseState)
 RETRY_PAUSE = 1.0  # seconds before asking again when a wait was answered at once, unchanged
 HTTP_SLACK = 30.0  # seconds an HTTP call may take beyond its long-poll wait
 DONE_STATES = ("fulfilled", "failed", "returned", "expired")  # nothing more to wait for
@@ -45,7 +55,12 @@ AddCommand = Callable[[Any, str, Handler, str], argparse.ArgumentParser]
 
 
 class ApiCallError(Exception):
-    """Usage, token, connection or HTTP trouble: exit status 2."""
+    """Usage, token, connection or HTTP trouble: exit status 2. `transient`: a connection
+    error or a RETRY_STATUSES answer, worth another try."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ApiClient:
@@ -63,14 +78,16 @@ class ApiClient:
         try:
             response = self._session.request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as e:
+            transient = isinstance(e, requests.ConnectionError | requests.Timeout)
             raise ApiCallError(f"cannot reach the API at {self.url}: {type(e).__name__}: "
-                               f"{e}") from None
+                               f"{e}", transient) from None
         try:
             body = response.json()
         except ValueError:
             body = None
         if not response.ok:
-            raise ApiCallError(_refusal(method, url, response.status_code, body))
+            raise ApiCallError(_refusal(method, url, response.status_code, body),
+                               response.status_code in RETRY_STATUSES)
         if not isinstance(body, dict):
             raise ApiCallError(f"{method} {url}: HTTP {response.status_code}, not a JSON "
                                "object (is --api-url the API's /api/v1?)")
@@ -79,9 +96,14 @@ class ApiClient:
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "/requests", json=body)
 
-    def get(self, request_id: str, wait: float = 0.0) -> dict[str, Any]:
-        params = {"wait": f"{wait:g}"} if wait > 0 else None
-        return self.call("GET", _path(request_id), timeout=wait + HTTP_SLACK, params=params)
+    def get(self, request_id: str, wait: float = 0.0, since: str | None = None) -> dict[str, Any]:
+        """With `wait`: once the state differs from `since` (the state last seen; None: the
+        state when the GET comes), at most `wait` seconds."""
+        params = {"wait": f"{wait:g}"} if wait > 0 else {}
+        if wait > 0 and since is not None:
+            params["since"] = since
+        return self.call("GET", _path(request_id), timeout=wait + HTTP_SLACK,
+                         params=params or None)
 
     def renew(self, request_id: str, lease_seconds: int | None) -> dict[str, Any]:
         body = None if lease_seconds is None else {"lease_seconds": lease_seconds}
@@ -90,24 +112,47 @@ class ApiClient:
     def release(self, request_id: str) -> dict[str, Any]:
         return self.call("DELETE", _path(request_id))
 
-    def wait_done(self, request_id: str, timeout: float | None) -> dict[str, Any]:
-        """Long-poll until the request is in a DONE_STATE, or `timeout` seconds passed (the
-        lease as last seen, then). A wait answered at once with the state unchanged (the API
-        had no wait slot free: `Retry-After`) is followed by a pause, not a busy loop."""
+    def wait_done(self, lease: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """Long-poll from `lease` (as last seen) until the request is in a DONE_STATE, or
+        `timeout` seconds passed (the lease as last seen, then). Each GET names the state
+        seen (`since`). A wait answered at once with the state unchanged (the API had no
+        wait slot free: `Retry-After`) is followed by a pause, not a busy loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        lease = self.get(request_id)
+        request_id = str(lease["id"])
         while lease.get("state") not in DONE_STATES:
-            remaining = POLL if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if _left(deadline) <= 0:
                 break
-            wait = min(POLL, remaining)
             asked = time.monotonic()
             state = lease.get("state")
-            lease = self.get(request_id, wait=wait)
-            early = time.monotonic() - asked < min(RETRY_PAUSE, wait)
-            if lease.get("state") == state and early:
-                time.sleep(RETRY_PAUSE)
+            lease = self.get_retrying(request_id, lambda: min(POLL, _left(deadline)),
+                                      str(state), deadline)
+            early = time.monotonic() - asked < RETRY_PAUSE
+            if lease.get("state") == state and early and _left(deadline) > 0:
+                time.sleep(min(RETRY_PAUSE, _left(deadline)))
         return lease
+
+    def get_retrying(self, request_id: str, wait: Callable[[], float], since: str | None,
+                     deadline: float | None = None) -> dict[str, Any]:
+        """`get`, tried again after each of RETRY_DELAYS while it fails transiently (a
+        launcher restarting) and `deadline` allows; `wait()`: the wait of each try."""
+        for tries, delay in enumerate((*RETRY_DELAYS, None), 1):
+            try:
+                return self.get(request_id, max(0.0, wait()), since)
+            except ApiCallError as e:
+                if not e.transient:
+                    raise
+                if delay is None or _left(deadline) < delay:
+                    raise ApiCallError(f"{e} (gave up after {tries} "
+                                       f"{'try' if tries == 1 else 'tries'})") from None
+                print(f"nodepool: warning: {e}; trying again in {delay:g} s",
+                      file=sys.stderr, flush=True)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _left(deadline: float | None) -> float:
+    """Seconds until `deadline` (None: no deadline)."""
+    return math.inf if deadline is None else deadline - time.monotonic()
 
 
 def _path(request_id: str) -> str:
@@ -141,6 +186,9 @@ def add_commands(sub: Any, add: AddCommand) -> None:
     p.add_argument("request_id", metavar="ID", help="request id")
     p.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
                    help="answer once the state changes (at most SECONDS, up to 60)")
+    p.add_argument("--since", choices=STATES, default=None, metavar="STATE",
+                   help="with --wait: the state last seen; another state is shown at once "
+                        f"({', '.join(STATES)})")
     _common(p)
     p = add(sub, "request-renew", cmd_request_renew, "push a REST API lease's expiry back")
     p.add_argument("request_id", metavar="ID", help="request id")
@@ -227,7 +275,7 @@ def _create(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
         return 0
     if not ctx.as_json:
         print(lease["id"], file=ctx.out, flush=True)
-    lease = api.wait_done(str(lease["id"]), args.timeout)
+    lease = api.wait_done(lease, args.timeout)
     return _finished(ctx, lease, args.timeout)
 
 
@@ -254,7 +302,14 @@ def node_table(lease: dict[str, Any]) -> str:
 
 
 def _show(ctx: AdminContext, args: argparse.Namespace, api: ApiClient) -> int:
-    lease = api.get(args.request_id, wait=min(args.wait or 0.0, 60.0))
+    if args.since is not None and args.wait is None:
+        raise ApiCallError("--since needs --wait")
+    if args.wait is None:
+        lease = api.get(args.request_id)
+    else:
+        deadline = time.monotonic() + min(args.wait, 60.0)
+        lease = api.get_retrying(args.request_id, lambda: min(_left(deadline), 60.0),
+                                 args.since, deadline)
     if ctx.as_json:
         ctx.print(json.dumps(lease))
         return 0

@@ -5,6 +5,7 @@ and refusals as exit status 2 with a message naming the problem and never the to
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -13,12 +14,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
+from nodepool_ng.cmd import admin
+from nodepool_ng.cmd import admin_requests_api as requests_api
 from tests.api.conftest import SECRET, ApiEnv
 from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
@@ -200,37 +207,124 @@ def test_github_runner_hooks_of_the_doc(api_env: ApiEnv, tmp_path: Path,
     assert "unknown label 'nope'" in refused.stderr
 
 
+@contextmanager
+def stub_api(app: Callable[[Request], Response]) -> Iterator[str]:
+    """A stand-in API (werkzeug, threaded) on a free loopback port: its `/api/v1` URL."""
+    server = make_server("127.0.0.1", 0, Request.application(app), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api/v1"
+    finally:
+        server.shutdown()
+
+
+def stub_nodepool(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "token").write_text(SECRET)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NODEPOOL_API_")}
+    return subprocess.run([NODEPOOL, *args, "--api-url", url,
+                           "--api-token-file", str(tmp_path / "token")],
+                          capture_output=True, text=True, env=environ, timeout=60)
+
+
+def stub_lease(state: str) -> dict[str, Any]:
+    nodes = [{"id": "0000000007", "label": "small", "provider": "p1",
+              "interface_ip": "127.0.0.7", "username": "zuul", "connection_port": 22}]
+    return {"id": "200-0000000001", "state": state, "labels": ["small"],
+            "nodes": nodes if state == "fulfilled" else [], "expires": 0.0,
+            "failure_reason": None}
+
+
 def test_wait_answered_at_once_is_paced(tmp_path: Path) -> None:
     """An API with no wait slot free answers every long-poll at once, unchanged, with
     `Retry-After`: `--wait` asks again after a pause, not in a busy loop."""
-    from werkzeug.serving import make_server
-    from werkzeug.wrappers import Request, Response
-
     gets: list[float] = []
-    lease = {"id": "200-0000000001", "state": "pending", "labels": ["small"], "nodes": [],
-             "expires": 0.0, "failure_reason": None}
 
-    @Request.application  # type: ignore[misc]
     def app(request: Request) -> Response:
         if request.method == "GET":
             gets.append(time.monotonic())
-        response = Response(json.dumps(lease), status=201 if request.method == "POST" else 200,
+        response = Response(json.dumps(stub_lease("pending")),
+                            status=201 if request.method == "POST" else 200,
                             mimetype="application/json")
         response.headers["Retry-After"] = "1"
         return response
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        (tmp_path / "token").write_text(SECRET)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("NODEPOOL_API_")}
-        result = subprocess.run(
-            [NODEPOOL, "request-create", "small", "--wait", "--timeout", "3",
-             "--api-url", f"http://127.0.0.1:{server.server_port}/api/v1",
-             "--api-token-file", str(tmp_path / "token")],
-            capture_output=True, text=True, env=environ, timeout=30)
-    finally:
-        server.shutdown()
+    with stub_api(app) as url:
+        result = stub_nodepool(url, tmp_path, "request-create", "small", "--wait",
+                               "--timeout", "3")
     assert result.returncode == 1 and "is still pending after 3 s" in result.stderr
     assert 2 <= len(gets) <= 6, f"{len(gets)} GETs in 3 s"
+
+
+def test_wait_names_the_state_seen_and_outlives_a_restart(tmp_path: Path) -> None:
+    """Each long-poll of `--wait` names the state last seen (`since`), so a change between
+    two is answered at once; a launcher restarting mid-wait (503, then the answer) is asked
+    again after a short pause instead of ending the wait with exit 2."""
+    gets: list[tuple[float, dict[str, str]]] = []
+
+    def app(request: Request) -> Response:
+        if request.method == "POST":
+            return Response(json.dumps(stub_lease("requested")), status=201,
+                            mimetype="application/json")
+        gets.append((time.monotonic(), dict(request.args)))
+        if len(gets) <= 2:
+            return Response(json.dumps({"error": "the launcher is not connected to "
+                                        "ZooKeeper yet", "field": None}), status=503,
+                            mimetype="application/json")
+        return Response(json.dumps(stub_lease("fulfilled")), mimetype="application/json")
+
+    with stub_api(app) as url:
+        result = stub_nodepool(url, tmp_path, "request-create", "small", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "200-0000000001"
+    assert "127.0.0.7" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 2 and all("HTTP 503" in w and "trying again" in w
+                                      for w in warnings), result.stderr
+    assert [args for _, args in gets] == [{"wait": "30", "since": "requested"}] * 3
+    pauses = [b - a for (a, _), (b, _) in itertools.pairwise(gets)]
+    assert 0.9 <= pauses[0] < 1.9 and 1.9 <= pauses[1] < 2.9, pauses
+
+
+def test_wait_gives_up_after_a_few_tries(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    """A launcher that stays away (503, or no connection): a few tries, then exit 2 with the
+    message. A refusal (404) is not tried again."""
+    monkeypatch.setattr(requests_api, "RETRY_DELAYS", (0.05, 0.05))
+    monkeypatch.setenv("NODEPOOL_API_TOKEN", SECRET)
+    status = {"code": 503}
+    gets: list[str] = []
+
+    def app(request: Request) -> Response:
+        gets.append(request.path)
+        return Response(json.dumps({"error": "ZooKeeper is unavailable: lost",
+                                    "field": None}), status=status["code"],
+                        mimetype="application/json")
+
+    with stub_api(app) as url:
+        code = admin.main(["request-show", "200-0000000001", "--wait", "5", "--since",
+                           "pending", "--api-url", url])
+        err = capsys.readouterr().err
+        assert code == 2 and len(gets) == 3, (code, gets, err)
+        assert err.count("trying again") == 2
+        assert err.splitlines()[-1].startswith("nodepool: error: the API refused GET ")
+        assert "HTTP 503: ZooKeeper is unavailable: lost" in err
+        assert err.splitlines()[-1].endswith("(gave up after 3 tries)")
+
+        status["code"] = 404
+        gets.clear()
+        code = admin.main(["request-show", "200-0000000001", "--wait", "5", "--api-url", url])
+        err = capsys.readouterr().err
+        assert code == 2 and len(gets) == 1 and "HTTP 404" in err and "trying" not in err
+
+    code = admin.main(["request-show", "200-0000000001", "--wait", "5", "--api-url",
+                       "http://127.0.0.1:1/api/v1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("trying again") == 2
+    assert "cannot reach the API at" in err and "(gave up after 3 tries)" in err
+    assert SECRET not in err
+
+    code = admin.main(["request-show", "200-0000000001", "--since", "pending", "--api-url",
+                       "http://127.0.0.1:1/api/v1"])
+    assert code == 2 and "--since needs --wait" in capsys.readouterr().err
