@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 
 from nodepool_ng.launcher.health import Backoff
@@ -47,7 +47,7 @@ class DeletedNodeWorker(Worker):
         runners: Callable[[], dict[str, ProviderRunner]],
         interval: float = 5.0,
         paused: Callable[[], bool] | None = None,
-        busy: Callable[[], set[str]] | None = None,
+        busy: Callable[[], Container[str]] | None = None,
         index: NodeIndex | None = None,
         leased: Callable[[Node], bool] | None = None,
     ) -> None:

@@ -22,6 +22,7 @@ its slot back as well.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
@@ -38,10 +39,14 @@ class PoolLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reserved: dict[int, Quota] = {}
+        # the sum of `_reserved`, kept as they come and go: a burst queues hundreds of
+        # accepts, and every quota check of the pool reads the sum
+        self._reserved_sum: Counter[str] = Counter()
         self._next_token = 0
         self._created: dict[str, Quota] = {}
         self._claimed: set[str] = set()
         self._requests: dict[str, _InFlight] = {}
+        self._holders: Counter[str] = Counter()  # node id -> requests in flight holding it
 
     # -- quota -----------------------------------------------------------------------------
     def reserve(self, cost: Quota) -> int:
@@ -49,13 +54,14 @@ class PoolLedger:
         with self._lock:
             self._next_token += 1
             self._reserved[self._next_token] = cost
+            self._reserved_sum.update(cost.resources)
             return self._next_token
 
     def unreserve(self, tokens: Iterable[int]) -> None:
         """Give back reservations that did not become nodes (no-op for those that did)."""
         with self._lock:
             for token in tokens:
-                self._reserved.pop(token, None)
+                self._end_reservation(token)
 
     def note_created(self, node_id: str, cost: Quota, token: int | None = None) -> None:
         """A node we just created counts with `cost` until the cache has told us about it;
@@ -63,7 +69,12 @@ class PoolLedger:
         with self._lock:
             self._created[node_id] = cost
             if token is not None:
-                self._reserved.pop(token, None)
+                self._end_reservation(token)
+
+    def _end_reservation(self, token: int) -> None:
+        cost = self._reserved.pop(token, None)
+        if cost is not None:
+            self._reserved_sum.subtract(cost.resources)
 
     def node_seen(self, node_id: str) -> None:
         """The node cache reported `node_id` (present, changed or removed): from now on
@@ -76,7 +87,9 @@ class PoolLedger:
         in `cached_ids` (a node the cache already shows is counted there, not twice)."""
         with self._lock:
             created = [c for nid, c in self._created.items() if nid not in cached_ids]
-            return created + list(self._reserved.values())
+            if self._reserved:
+                created.append(Quota(dict(self._reserved_sum)))
+            return created
 
     @property
     def reservations(self) -> int:
@@ -110,18 +123,31 @@ class PoolLedger:
     def hold(self, request_id: str, node_id: str) -> None:
         """`request_id` holds (has locked) `node_id`."""
         with self._lock:
-            self._requests.setdefault(request_id, _InFlight()).nodes.add(node_id)
+            nodes = self._requests.setdefault(request_id, _InFlight()).nodes
+            if node_id not in nodes:
+                nodes.add(node_id)
+                self._holders[node_id] += 1
 
     def let_go(self, request_id: str, node_id: str) -> None:
         with self._lock:
             entry = self._requests.get(request_id)
-            if entry is not None:
+            if entry is not None and node_id in entry.nodes:
                 entry.nodes.discard(node_id)
+                self._release(node_id)
 
     def close_request(self, request_id: str) -> None:
         """Done with `request_id`: its nodes and its tenant promise go with it."""
         with self._lock:
-            self._requests.pop(request_id, None)
+            entry = self._requests.pop(request_id, None)
+            for node_id in entry.nodes if entry is not None else ():
+                self._release(node_id)
+
+    def _release(self, node_id: str) -> None:
+        left = self._holders[node_id] - 1
+        if left > 0:
+            self._holders[node_id] = left
+        else:
+            del self._holders[node_id]
 
     def requests(self) -> set[str]:
         """Requests in flight (any thread: the cleanup leaves them alone)."""
@@ -131,7 +157,12 @@ class PoolLedger:
     def held_nodes(self) -> set[str]:
         """Nodes our requests in flight hold (any thread: the deleter leaves them alone)."""
         with self._lock:
-            return {nid for entry in self._requests.values() for nid in entry.nodes}
+            return set(self._holders)
+
+    def holds(self, node_id: str) -> bool:
+        """A request in flight holds `node_id` (`held_nodes` without the copy)."""
+        with self._lock:
+            return node_id in self._holders
 
     def tenant_promises(self) -> dict[str, tuple[str, Quota]]:
         """Request id -> (tenant, cost) promised by requests in flight."""

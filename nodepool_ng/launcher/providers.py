@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ import nodepool_ng
 from nodepool_ng.config.models import Config, ProviderConfig
 from nodepool_ng.drivers import registry
 from nodepool_ng.drivers.base import ProviderAdapter
+from nodepool_ng.launcher.ledger import PoolLedger
 from nodepool_ng.launcher.node_index import NodeIndex
 from nodepool_ng.launcher.options import LauncherOptions
 from nodepool_ng.launcher.pool import PoolWorker
@@ -218,9 +219,10 @@ class Providers:
         with self.lock:
             return [p.registrar for p in self.by_name.values() if p.registrar is not None]
 
-    def held_nodes(self) -> set[str]:
-        """Nodes our pools' requests hold (their locks may be gone with an expired session)."""
-        return {nid for w in self.pool_workers() for nid in w.ctx.ledger.held_nodes()}
+    def held_nodes(self) -> Container[str]:
+        """Nodes our pools' requests hold (their locks may be gone with an expired session):
+        a view asking each pool's ledger, not a copy of every node in flight."""
+        return _HeldBy([w.ctx.ledger for w in self.pool_workers()])
 
     def requests_in_flight(self) -> set[str]:
         """Requests our pools are accepting or handling."""
@@ -234,3 +236,13 @@ class Providers:
     def wake_pools(self) -> None:
         for worker in self.pool_workers():
             worker.wake()
+
+
+class _HeldBy:
+    """`node_id in view`: one of these ledgers' requests in flight holds the node."""
+
+    def __init__(self, ledgers: list[PoolLedger]) -> None:
+        self._ledgers = ledgers
+
+    def __contains__(self, node_id: object) -> bool:
+        return isinstance(node_id, str) and any(ledger.holds(node_id) for ledger in self._ledgers)

@@ -69,3 +69,44 @@ def test_a_closed_request_takes_its_nodes_and_tenant_promise_with_it() -> None:
     assert ledger.tenant_promises() == {}
     ledger.let_go("r1", "0001")  # a late let-go of a closed request is a no-op
     assert ledger.requests() == {"r2"}
+
+
+def test_kept_sums_equal_a_recount_whatever_the_order() -> None:
+    """The reserved total and the held-node set are kept as promises come and go (a burst
+    queues hundreds of accepts): they must equal a recount of what is left."""
+    import random
+
+    rng = random.Random(7)
+    ledger = PoolLedger()
+    live: dict[int, Quota] = {}
+    holds: dict[str, set[str]] = {}
+    for step in range(3000):
+        op = rng.randrange(6)
+        if op == 0 or not live:
+            cost = Quota.of(instances=1, cores=rng.randrange(1, 9), ram=rng.randrange(512, 8192))
+            live[ledger.reserve(cost)] = cost
+        elif op == 1:
+            token = rng.choice(list(live))
+            ledger.unreserve([token, token])  # twice: the second is a no-op
+            del live[token]
+        elif op == 2:
+            token = rng.choice(list(live))
+            ledger.note_created(f"c{step}", live.pop(token), token)
+            ledger.node_seen(f"c{step}")
+        else:
+            request, node = f"r{rng.randrange(8)}", f"{rng.randrange(12):04}"
+            if op == 3:
+                ledger.hold(request, node)
+                holds.setdefault(request, set()).add(node)
+            elif op == 4:
+                ledger.let_go(request, node)
+                holds.get(request, set()).discard(node)
+            else:
+                ledger.close_request(request)
+                holds.pop(request, None)
+        want = Quota.total(live.values())
+        got = Quota.total(ledger.pending_costs(frozenset()))
+        assert all(got.get(k) == want.get(k) for k in ("instances", "cores", "ram")), step
+        held = set().union(*holds.values()) if holds else set()
+        assert ledger.held_nodes() == held
+        assert all(ledger.holds(n) == (n in held) for n in (f"{i:04}" for i in range(12)))
