@@ -14,10 +14,11 @@ each in its own process. Requests go one at a time, alternating between the two 
 ZooKeeper path: written with plain kazoo; "fulfilled" is when a data watch sees the
 launcher's `fulfilled`; "accepted" is when Zuul's accept is done (nodes locked, request
 deleted, nodes `in-use`), as the API's `fulfilled` is. API path: `POST /requests`, then
-`GET /requests/<id>?wait=30` until `fulfilled` (over one keep-alive connection); then
-`DELETE`. Prints p50/p95 of each, the API's minus the ZooKeeper path's, how many requests
-were served by a node that existed before the request was written, and the long-poll GETs
-an API request took (one per state change seen: `requested` -> `pending` -> `fulfilled`).
+`GET /requests/<id>?wait=30&since=<state seen>` until `fulfilled` (over one keep-alive
+connection); then `DELETE`. Prints p50/p95 of each, the API's minus the ZooKeeper path's,
+how many requests were served by a node that existed before the request was written, and
+the long-poll GETs an API request took (one per state change seen: `requested` ->
+`pending` -> `fulfilled`).
 
     .venv/bin/python tools/bench/api_bench.py [--count 30] [--boot-count 15] [--workdir DIR]
 """
@@ -122,8 +123,9 @@ def api_request(session: requests.Session, base: str, kz: KazooClient, label: st
     gets = 0
     while lease["state"] in ("requested", "pending"):
         gets += 1
-        response = session.get(f"{base}/requests/{lease['id']}", params={"wait": 30},
-                               timeout=60)
+        # `since`: answered at once if the state moved on after the previous answer
+        response = session.get(f"{base}/requests/{lease['id']}",
+                               params={"wait": 30, "since": lease["state"]}, timeout=60)
         response.raise_for_status()
         lease = response.json()
     done = time.monotonic()
