@@ -38,7 +38,12 @@ def node_lock_path(node_id: str) -> str:
 
 def parse_node_path(path: str) -> tuple[str, bool, str | None] | None:
     """`/nodepool/nodes/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
-    parts = _parts_under(path, NODES_ROOT)
+    return _parse_locked_record(path, NODES_ROOT)
+
+
+def _parse_locked_record(path: str, root: str) -> tuple[str, bool, str | None] | None:
+    """`<root>/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
+    parts = _parts_under(path, root)
     if not parts:
         return None
     if len(parts) == 1:
@@ -85,14 +90,7 @@ def api_lease_lock_path(lease_id: str) -> str:
 
 def parse_api_lease_path(path: str) -> tuple[str, bool, str | None] | None:
     """`/nodepool/api-leases/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
-    parts = _parts_under(path, API_LEASES_ROOT)
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0], False, None
-    if parts[1] != LOCK or len(parts) > 3:
-        return None
-    return parts[0], True, parts[2] if len(parts) == 3 else None
+    return _parse_locked_record(path, API_LEASES_ROOT)
 
 
 # -- images --------------------------------------------------------------------------------
