@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
+from tests.api.conftest import ApiEnv
 from tests.fixtures.zookeeper import ZooKeeperChroot, ZooKeeperServer
 from tests.launcher.env import Env
 
@@ -54,3 +55,13 @@ def env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[Env]:
         yield e
     finally:
         e.stop()
+
+
+@pytest.fixture
+def api_env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[ApiEnv]:
+    """A launcher on simcloud serving the REST API (tests/api, the request-* commands)."""
+    env = ApiEnv(tmp_path, zk_chroot)
+    try:
+        yield env
+    finally:
+        env.stop()

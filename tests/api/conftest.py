@@ -5,11 +5,9 @@ builds) on a free loopback port, called over HTTP."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 
@@ -113,12 +111,3 @@ class ApiEnv:
             self.launcher.stop()
         if self.sim is not None:
             self.sim.stop()
-
-
-@pytest.fixture
-def api_env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[ApiEnv]:
-    env = ApiEnv(tmp_path, zk_chroot)
-    try:
-        yield env
-    finally:
-        env.stop()

@@ -27,19 +27,9 @@ from werkzeug.wrappers import Request, Response
 from nodepool_ng.cmd import admin
 from nodepool_ng.cmd import admin_requests_api as requests_api
 from tests.api.conftest import SECRET, ApiEnv
-from tests.fixtures.zookeeper import ZooKeeperChroot
 from tests.launcher import harness as h
 
 NODEPOOL = str(Path(sys.executable).parent / "nodepool")
-
-
-@pytest.fixture
-def api_env(tmp_path: Path, zk_chroot: ZooKeeperChroot) -> Iterator[ApiEnv]:
-    env = ApiEnv(tmp_path, zk_chroot)
-    try:
-        yield env
-    finally:
-        env.stop()
 
 
 def nodepool(env: ApiEnv, *args: str, token: str | None = SECRET,
