@@ -165,20 +165,21 @@ class PoolWorker(Worker):
                 if work.handler is not None and not relock_handler(work.handler):
                     self._done(rid)
         self._advance()
-        self._publish(self._published_state())
+        paused = self._pool_paused()  # one walk of the requests in flight per pass
+        self._publish(self._published_state(paused))
         if not self.stopped:
-            self._assign(self._pool_paused())
-        self._publish(self._published_state())
+            paused = self._assign(paused)
+        self._publish(self._published_state(paused))
         # Look again when the next yield runs out (no other pool took the request). One that
         # ran out already was looked at in this pass: only a change (a wake) helps it now.
         now = time.monotonic()
         ends = [t + YIELD_AT_QUOTA_FOR - now for t in self._yielding.values()]
         return min((end for end in ends if end > 0), default=None)
 
-    def _published_state(self) -> bool:
-        """`paused` as other pools see it: a paused handler, no room last pass, or a cloud
-        that takes no launches now (its requests should go elsewhere)."""
-        return self._pool_paused() or self._full or not self.ctx.runner.accepting
+    def _published_state(self, paused: bool) -> bool:
+        """`paused` as other pools see it: a paused handler (`paused`), no room last pass, or
+        a cloud that takes no launches now (its requests should go elsewhere)."""
+        return paused or self._full or not self.ctx.runner.accepting
 
     def _pool_paused(self) -> bool:
         # A handler whose refill has every empty slot planned is as good as unpaused.
@@ -262,7 +263,9 @@ class PoolWorker(Worker):
             if self.ctx.zk.fail_malformed_request(request_id, reason):
                 self.plog.warning("Failed malformed request %s: %s", request_id, reason)
 
-    def _assign(self, paused: bool) -> None:
+    def _assign(self, paused: bool) -> bool:
+        """Decide on the open requests in order; returns whether a handler is paused now
+        (`paused` on entry, or an accept this pass pauses the pool)."""
         ctx = self.ctx
         self._fail_malformed()
         me = ctx.info(paused)
@@ -274,14 +277,14 @@ class PoolWorker(Worker):
         self._yielding = {rid: t for rid, t in self._yielding.items() if rid in open_requests}
         self._full = False
         if not open_requests:
-            return
+            return paused
         pools = ctx.zk.pool_infos()
         tenants = tenant_pass(ctx.config.tenant_resource_limits, ctx.zk.nodes, ctx.ledger,
                               ctx.quota.label_cost, me.supported_labels)
         addressable = 0
         for view in order_requests((_view(r) for r in open_requests.values()), me.supported_labels):
             if self.stopped:
-                return
+                return paused
             req = open_requests[view.id]
             reason = decline_reason(ctx, req) if me.supports(view.node_types) else None
             decision = decide(
@@ -324,6 +327,7 @@ class PoolWorker(Worker):
             elif decision.action is Action.DEFER:
                 addressable += 1
         ctx.stats.addressable_requests(ctx.provider.name, ctx.pool.name, addressable)
+        return paused
 
     def _start_accept(self, request_id: str, plan: Plan, pauses: bool) -> None:
         self.ctx.ledger.open_request(request_id)
