@@ -217,5 +217,7 @@ echo
 echo "\$ $VENV/bin/nodepool -c $CONFIG list"
 "$VENV/bin/nodepool" -c "$CONFIG" list
 echo
-say "status web app: http://127.0.0.1:28005/node-list (JSON: /node-list.json)"
+say "status page: http://127.0.0.1:28005/ (tables: /node-list, JSON: /node-list.json)"
+say "a node through the REST API: NODEPOOL_API_URL=http://127.0.0.1:28005/api/v1 \\"
+say "  NODEPOOL_API_TOKEN=demo-token-not-a-secret $VENV/bin/nodepool request-create cirros-small --wait"
 say "stop everything with: tools/demo.sh stop"
