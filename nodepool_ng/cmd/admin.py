@@ -13,8 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nodepool_ng import __version__
-from nodepool_ng.cmd import admin_images, admin_nodes, admin_requests_api
+from nodepool_ng.cmd import add_version_option, admin_images, admin_nodes, admin_requests_api
 from nodepool_ng.cmd.admin_context import AdminContext, CommandError
 from nodepool_ng.runtime import daemon
 from nodepool_ng.znode_names import znode_name_problem
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--clouds-yaml", help="clouds.yaml for commands that talk to clouds (delete --now, ...)"
     )
-    parser.add_argument("--version", action="version", version=f"nodepool_ng {__version__}")
+    add_version_option(parser)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = _add(sub, "list", admin_nodes.cmd_list, "list nodes")

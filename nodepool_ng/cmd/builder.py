@@ -21,8 +21,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nodepool_ng import __version__
 from nodepool_ng.builder.service import Builder, BuilderTiming
+from nodepool_ng.cmd import add_version_option
 from nodepool_ng.cmd.startup import config_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.runtime import daemon, install_signal_handlers, sdnotify
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cleanup-interval", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--upload-retry-base", type=float, default=2.0, help=argparse.SUPPRESS)
-    p.add_argument("--version", action="version", version=f"nodepool_ng {__version__}")
+    add_version_option(p)
     return p
 
 

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from nodepool_ng.cmd import add_version_option
 from nodepool_ng.cmd.startup import clouds_yaml_problem, config_problem
 from nodepool_ng.errors import NodepoolError
 from nodepool_ng.runtime import daemon, sdnotify
@@ -43,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     daemon.add_daemon_options(parser)
     parser.add_argument("--no-webapp", action="store_true", help="do not start the webapp")
+    add_version_option(parser)
     parser.add_argument("--clouds-yaml", default=None, help="explicit clouds.yaml path")
     parser.add_argument(
         "--provider", dest="providers", action="append", metavar="NAME",

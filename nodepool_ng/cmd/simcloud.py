@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import Any
 
+from nodepool_ng.cmd import add_version_option
 from nodepool_ng.runtime import daemon, sdnotify
 from nodepool_ng.runtime.signals import install_signal_handlers
 from nodepool_ng.simcloud.client import AdminClient, AdminError
@@ -90,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clouds-yaml", help="where to write the clouds.yaml for openstacksdk")
     p.add_argument("--listen", default="127.0.0.1", help="loopback address to bind")
     p.add_argument("--debug", action="store_true", help="debug logging")
+    add_version_option(p)
     sub = p.add_subparsers(dest="command")
     i = sub.add_parser("inspect", help="list a running cloud's resources")
     i.add_argument("--url", required=True, help="the cloud's base URL http://127.0.0.1:PORT")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import nodepool_ng
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("nodepool", "nodepool-launcher", "nodepool-builder", "nodepool-simcloud")
 
@@ -62,6 +64,9 @@ def test_plain_pip_install_gives_working_console_scripts(tmp_path: Path) -> None
         result = _run(bin_dir / script, "--help", timeout=120)
         assert result.returncode == 0, f"{script} --help: {result.stderr[-3000:]}"
         assert "usage:" in result.stdout
+        version = _run(bin_dir / script, "--version", timeout=120)
+        assert version.returncode == 0, f"{script} --version: {version.stderr[-3000:]}"
+        assert version.stdout.strip() == f"nodepool_ng {nodepool_ng.__version__}"
 
     profile = tmp_path / "simcloud.yaml"
     profile.write_text(PROFILE)
