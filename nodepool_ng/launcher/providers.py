@@ -211,8 +211,12 @@ class Providers:
         with self.lock:
             return {name: p.runner for name, p in self.by_name.items()}
 
-    def pool_workers(self) -> list[PoolWorker]:
+    def pool_workers(self, provider: str | None = None) -> list[PoolWorker]:
+        """Every pool's worker, or `provider`'s only."""
         with self.lock:
+            if provider is not None:
+                running = self.by_name.get(provider)
+                return [pool.worker for pool in running.pools.values()] if running else []
             return [pool.worker for p in self.by_name.values() for pool in p.pools.values()]
 
     def registrars(self) -> list[Worker]:
@@ -228,13 +232,15 @@ class Providers:
         """Requests our pools are accepting or handling."""
         return {rid for w in self.pool_workers() for rid in w.ctx.ledger.requests()}
 
-    def node_seen(self, node_id: str) -> None:
-        """The node cache reported `node_id`: every pool's ledger lets the cache count it."""
-        for worker in self.pool_workers():
+    def node_seen(self, node_id: str, provider: str | None = None) -> None:
+        """The node cache reported `node_id` (of `provider`; None: not known): the ledgers
+        of the pools that may have created it let the cache count it."""
+        for worker in self.pool_workers(provider):
             worker.ctx.ledger.node_seen(node_id)
 
-    def wake_pools(self) -> None:
-        for worker in self.pool_workers():
+    def wake_pools(self, provider: str | None = None) -> None:
+        """Wake the pool workers (of `provider` only, when given)."""
+        for worker in self.pool_workers(provider):
             worker.wake()
 
 

@@ -332,8 +332,12 @@ class _Listeners:
 
     def on_node(self, node_id: str, node: Any) -> None:
         self.node_index.on_node(node_id, node)  # first: whoever is woken reads it
-        self.providers.node_seen(node_id)  # the cache accounts for it from now on
-        self.providers.wake_pools()
+        # A node's change concerns only its provider's pools (their handlers, READY nodes to
+        # claim, the provider's usage); a node gone may also free a tenant's limits anywhere.
+        # Waking only those keeps a burst's passes from multiplying by the pools.
+        provider = None if node is None else node.provider
+        self.providers.node_seen(node_id, provider)  # the cache accounts for it from now on
+        self.providers.wake_pools(provider)
         self.deleter.wake()
         self.min_ready.wake()
         if node is None:  # a registered host's node record gone: its slot is free again
