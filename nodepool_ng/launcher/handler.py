@@ -73,7 +73,9 @@ def _claim_ready(ctx: PoolContext, label: str) -> str | None:
 def accept(ctx: PoolContext, request_id: str, plan: Plan) -> RequestHandler | None:
     """Background thread: lock, re-check, `pending`, then fill the slots as planned. None
     when the request is not ours after all (it stays open, or was given back or declined).
-    Never raises; gives the plan back."""
+    Never raises; gives the plan back. The pool worker is woken once the job is done (its
+    future's done-callback, `pool._Work.run`), not from here: a wake before the future is done
+    made a pass that could not adopt the result, and then a second one."""
     try:
         if not static_pool.hosts_alive(ctx, (s for s in plan if isinstance(s, str))):
             return None  # the request stays open; the next pass plans other nodes
@@ -100,7 +102,6 @@ def accept(ctx: PoolContext, request_id: str, plan: Plan) -> RequestHandler | No
         return None
     finally:
         unplan(ctx, plan)
-        ctx.wake()
 
 
 def locked_open_request(ctx: PoolContext, request_id: str) -> NodeRequest | None:

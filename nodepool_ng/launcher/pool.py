@@ -240,7 +240,6 @@ class PoolWorker(Worker):
                 handler.fill_planned(plan)
             finally:
                 unplan(self.ctx, plan)
-                self.wake()
 
         work.run(self._executor().submit(refill),
                  pauses=any(s is None for s, label in zip(plan, empty, strict=True)
