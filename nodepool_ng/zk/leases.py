@@ -21,15 +21,7 @@ LEASES = RecordKind("lease", Lease, paths.api_lease_path)
 
 
 def _parse(path: str) -> tuple[str, str | None] | None:
-    parsed = paths.parse_api_lease_path(path)
-    if parsed is None:
-        return None
-    lease_id, is_lock, contender = parsed
-    if not is_lock:
-        return lease_id, None
-    if contender is None:
-        return None  # the lock dir itself
-    return lease_id, contender
+    return paths.cache_key(paths.parse_api_lease_path(path))
 
 
 class LeaseStore(RecordStore[Lease]):

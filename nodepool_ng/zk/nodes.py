@@ -16,15 +16,7 @@ log = logging.getLogger("nodepool_ng.zk.nodes")
 
 
 def _parse(path: str) -> tuple[str, str | None] | None:
-    parsed = paths.parse_node_path(path)
-    if parsed is None:
-        return None
-    node_id, is_lock, contender = parsed
-    if not is_lock:
-        return node_id, None
-    if contender is None:
-        return None  # the lock dir itself
-    return node_id, contender
+    return paths.cache_key(paths.parse_node_path(path))
 
 
 NODES = RecordKind("node", Node, paths.node_path)

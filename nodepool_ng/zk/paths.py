@@ -41,6 +41,19 @@ def parse_node_path(path: str) -> tuple[str, bool, str | None] | None:
     return _parse_locked_record(path, NODES_ROOT)
 
 
+def cache_key(parsed: tuple[str, bool, str | None] | None) -> tuple[str, str | None] | None:
+    """A parsed `<root>/<id>[/lock[/<contender>]]` as a record cache routes it: (id, None)
+    for the record, (id, contender) for a lock contender, None for the lock dir itself."""
+    if parsed is None:
+        return None
+    record_id, is_lock, contender = parsed
+    if not is_lock:
+        return record_id, None
+    if contender is None:
+        return None
+    return record_id, contender
+
+
 def _parse_locked_record(path: str, root: str) -> tuple[str, bool, str | None] | None:
     """`<root>/<id>[/lock[/<contender>]]` -> (id, is_lock_path, contender)."""
     parts = _parts_under(path, root)

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,28 +146,23 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
         time.sleep(0.05)
 
 
-def ready_nodes(kz: KazooClient, label: str) -> int:
-    count = 0
+def node_records(kz: KazooClient) -> Iterator[dict[str, Any]]:
+    """Every node record that can be read now."""
     for nid in kz.get_children("/nodepool/nodes") if kz.exists("/nodepool/nodes") else []:
         try:
-            data = json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
+            yield json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
         except Exception:
             continue
-        count += (data.get("state") == "ready" and not data.get("allocated_to")
-                  and data.get("type") == [label])
-    return count
+
+
+def ready_nodes(kz: KazooClient, label: str) -> int:
+    return sum(d.get("state") == "ready" and not d.get("allocated_to") and d.get("type") == [label]
+               for d in node_records(kz))
 
 
 def busy_nodes(kz: KazooClient) -> int:
     """Nodes not yet deleted that are neither ready nor building for min-ready."""
-    count = 0
-    for nid in kz.get_children("/nodepool/nodes") if kz.exists("/nodepool/nodes") else []:
-        try:
-            data = json.loads(kz.get(f"/nodepool/nodes/{nid}")[0])
-        except Exception:
-            continue
-        count += data.get("state") in ("in-use", "used", "deleting")
-    return count
+    return sum(d.get("state") in ("in-use", "used", "deleting") for d in node_records(kz))
 
 
 def percentile(values: list[float], fraction: float) -> float:
